@@ -1,0 +1,293 @@
+"""One case table for every data layout: PALM release, IDRiD, Drishti-GS1, DRIONS, plain folders.
+
+``read_cases(folder)`` recognises the layout and returns the cases it found together with
+the problems it met (one line each, naming the file). Nothing downstream knows where a case
+came from: training, prediction and evaluation all see ``Case`` records.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import PalmError
+from .imageio import IMAGE_SUFFIXES, ImageError, image_size, is_image, read_grey
+
+PALM_NAME = re.compile(r"^[HNPVT]\d{4}$", re.IGNORECASE)
+MASK_FOLDERS = {"disc_masks", "disc-softmaps", "masks", "disc_segmentation", "lesion_masks"}
+
+
+class DataError(PalmError):
+    """A data folder that cannot be used at all (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image and the ground truth its source provides.
+
+    ``fovea`` is (x, y) in original pixels; ``fovea_absent`` is True where the annotation says
+    no fovea is visible (PALM writes (0, 0)); both empty means the source has no fovea data.
+    """
+
+    name: str
+    image: Path
+    size: tuple[int, int]
+    label: int | None = None
+    fovea: tuple[float, float] | None = None
+    fovea_absent: bool = False
+    disc_mask: Path | None = None
+    disc_is_dark: bool = True  # PALM BMP: disc = 0; soft maps and DRIONS: disc = bright
+
+    def read_disc(self) -> np.ndarray:
+        """The disc as a boolean (H, W) array at the mask's own resolution (binarised at 128)."""
+        if self.disc_mask is None:
+            raise DataError(f"{self.name}: no disc mask")
+        grey = read_grey(self.disc_mask)
+        return grey < 128 if self.disc_is_dark else grey >= 128
+
+
+@dataclass
+class CaseTable:
+    """Cases plus the problems met while reading them (one line each, naming the file)."""
+
+    cases: list[Case] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    layout: str = ""
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def by_name(self) -> dict[str, Case]:
+        return {c.name: c for c in self.cases}
+
+
+def read_cases(root: Path, check_images: bool = False) -> CaseTable:
+    """Read any supported layout under ``root``; raise DataError only if nothing is usable."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such folder")
+    if root.is_file():
+        raise DataError(f"{root}: expected a folder of images, got a file")
+    if list(root.glob("*Fovea_Center_Markups.csv")):
+        table = _read_idrid(root)
+    elif (root / "disc-softmaps").is_dir():
+        table = _read_paired_masks(root, "drishti-gs1", "disc-softmaps", "_ODsegSoftmap", dark=False)
+    elif (root / "images").is_dir() and (root / "masks").is_dir():
+        table = _read_paired_masks(root, "images+masks", "masks", "", dark=False)
+    else:
+        table = _read_palm(root)
+    if check_images:
+        table.problems += _check_readable(table.cases)
+    if not table.cases:
+        detail = f": {table.problems[0]}" if table.problems else ""
+        raise DataError(f"{root}: no usable images found (supported: {', '.join(IMAGE_SUFFIXES)}){detail}")
+    return table
+
+
+def list_images(root: Path) -> tuple[list[Path], list[str]]:
+    """Every image file under ``root`` (sorted, nested folders included) and the problems."""
+    images, problems, seen = [], [], {}
+    for path in sorted(Path(root).rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if any(part.lower() in MASK_FOLDERS for part in path.relative_to(root).parts[:-1]):
+            continue
+        if not is_image(path):
+            if path.suffix.lower() not in (".csv", ".xlsx", ".xls", ".json", ".txt", ".md"):
+                problems.append(f"{path}: skipped, unsupported file type {path.suffix or '(none)'!r}")
+            continue
+        if path.stem in seen:
+            problems.append(f"{path}: duplicate name {path.stem!r} (also {seen[path.stem]}); skipped")
+            continue
+        seen[path.stem] = path
+        images.append(path)
+    return images, problems
+
+
+# -- layouts ---------------------------------------------------------------------------------
+
+
+def _cases_from_images(images: list[Path], problems: list[str]) -> dict[str, Case]:
+    cases = {}
+    for path in images:
+        try:
+            cases[path.stem] = Case(name=path.stem, image=path, size=image_size(path))
+        except ImageError as exc:
+            problems.append(str(exc))
+    return cases
+
+
+def _read_palm(root: Path) -> CaseTable:
+    images, problems = list_images(root)
+    cases = _cases_from_images(images, problems)
+    for name, case in cases.items():
+        if PALM_NAME.match(name) and name[0].upper() in "HNP":
+            cases[name] = replace(case, label=int(name[0].upper() == "P"))
+    for sheet in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".xlsx", ".xls", ".csv")):
+        _apply_sheet(sheet, cases, problems)
+    for mask_dir in sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() == "disc_masks"):
+        _attach_masks(mask_dir, "", cases, problems, dark=True)
+    return CaseTable(list(cases.values()), problems, "palm")
+
+
+def _read_idrid(root: Path) -> CaseTable:
+    images, problems = list_images(root / "images" if (root / "images").is_dir() else root)
+    cases = _cases_from_images(images, problems)
+    for sheet in sorted(root.glob("*Fovea_Center_Markups.csv")):
+        _apply_sheet(sheet, cases, problems)
+    return CaseTable(list(cases.values()), problems, "idrid")
+
+
+def _read_paired_masks(root: Path, layout: str, mask_folder: str, suffix: str, dark: bool) -> CaseTable:
+    images, problems = list_images(root / "images")
+    cases = _cases_from_images(images, problems)
+    _attach_masks(root / mask_folder, suffix, cases, problems, dark=dark)
+    for name, case in cases.items():
+        if case.disc_mask is None:
+            problems.append(f"{case.image}: no mask in {root / mask_folder}")
+    return CaseTable(list(cases.values()), problems, layout)
+
+
+def _attach_masks(folder: Path, suffix: str, cases: dict[str, Case], problems: list[str], dark: bool):
+    for path in sorted(folder.iterdir()):
+        if not is_image(path):
+            continue
+        name = path.stem[: -len(suffix)] if suffix and path.stem.endswith(suffix) else path.stem
+        if name not in cases:
+            problems.append(f"{path}: mask for {name!r}, but no such image")
+            continue
+        cases[name] = replace(cases[name], disc_mask=path, disc_is_dark=dark)
+
+
+# -- label sheets ----------------------------------------------------------------------------
+
+_COLUMNS = {
+    "name": ("imgname", "imagename", "imageno", "filename", "image", "name"),
+    "label": ("label", "pmlabel", "pm"),
+    "x": ("foveax", "xcoordinate", "x"),
+    "y": ("foveay", "ycoordinate", "y"),
+}
+
+
+def _norm(column: object) -> str:
+    return re.sub(r"[^a-z]", "", str(column).lower())
+
+
+def read_sheet(path: Path) -> pd.DataFrame:
+    """A PALM/IDRiD label table (xlsx or csv) as columns name[, label][, x, y]."""
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        else:
+            frame = pd.read_excel(path, dtype=str)
+    except Exception as exc:  # pandas raises many types for a broken sheet
+        raise DataError(f"{path}: cannot read table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    frame = frame.loc[:, [not str(c).startswith("Unnamed") for c in frame.columns]]
+    frame = frame.dropna(how="all")
+    found = {}
+    for key, aliases in _COLUMNS.items():
+        for column in frame.columns:
+            if _norm(column) in aliases and key not in found:
+                found[key] = column
+    if "name" not in found or not ({"label"} <= found.keys() or {"x", "y"} <= found.keys()):
+        raise DataError(
+            f"{path}: not a label table; expected columns like 'imgName, Label, Fovea_X, Fovea_Y', "
+            f"found {', '.join(map(str, frame.columns)) or 'none'}"
+        )
+    out = frame[list(found.values())].rename(columns={v: k for k, v in found.items()})
+    out["name"] = out["name"].astype(str).str.strip().map(lambda n: Path(n).stem)
+    return out
+
+
+def _number(value: object, sheet: Path, row: int, column: str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise DataError(f"{sheet}: row {row}: {column} is not a number ({value!r})") from None
+    if not math.isfinite(number):
+        raise DataError(f"{sheet}: row {row}: {column} is not a finite number ({value!r})")
+    return number
+
+
+def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str]) -> None:
+    if sheet.suffix.lower() == ".csv" and "markups" not in sheet.name.lower():
+        head = sheet.read_text(errors="replace").split("\n", 1)[0].lower()
+        if not any(a in _norm(head) for a in ("imgname", "fovea", "label")):
+            return  # some other csv (a submission, notes): not ours to read
+    try:
+        frame = read_sheet(sheet)
+    except DataError as exc:
+        problems.append(str(exc))
+        return
+    counts = Counter(frame["name"])
+    for name, count in counts.items():
+        if count > 1:
+            problems.append(f"{sheet}: {name!r} appears {count} times; the first row is used")
+    seen = set()
+    for row_number, row in enumerate(frame.itertuples(index=False), start=2):
+        name = row.name
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in cases:
+            problems.append(f"{sheet}: row {row_number}: {name!r} names no image in the folder")
+            continue
+        try:
+            update = {}
+            if "label" in frame.columns and pd.notna(row.label):
+                label = _number(row.label, sheet, row_number, "Label")
+                if label not in (0, 1):
+                    raise DataError(f"{sheet}: row {row_number}: Label must be 0 or 1, got {row.label!r}")
+                update["label"] = int(label)
+            if "x" in frame.columns:
+                x = _number(row.x, sheet, row_number, "Fovea_X")
+                y = _number(row.y, sheet, row_number, "Fovea_Y")
+                if x == 0 and y == 0:
+                    update.update(fovea=None, fovea_absent=True)
+                else:
+                    update.update(fovea=(x, y), fovea_absent=False)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        cases[name] = replace(cases[name], **update)
+    named = set(counts)
+    missing = [n for n in cases if n not in named]
+    if missing and len(missing) < len(cases):
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        problems.append(f"{sheet}: no row for {len(missing)} image(s): {shown}")
+
+
+def _check_readable(cases: list[Case]) -> list[str]:
+    """Decode every image (slow): truncated files only show up here."""
+    from .imageio import read_image
+
+    problems = []
+    for case in cases:
+        try:
+            read_image(case.image, min_side=64)
+        except ImageError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def summarise(table: CaseTable) -> dict:
+    """Counts for ``palm data inspect``."""
+    cases = table.cases
+    sizes = Counter(c.size for c in cases)
+    return {
+        "layout": table.layout,
+        "cases": len(cases),
+        "labelled": sum(c.label is not None for c in cases),
+        "pathologic": sum(c.label == 1 for c in cases),
+        "with_fovea": sum(c.fovea is not None for c in cases),
+        "fovea_absent": sum(c.fovea_absent for c in cases),
+        "with_disc_mask": sum(c.disc_mask is not None for c in cases),
+        "sizes": {f"{w}x{h}": n for (w, h), n in sizes.most_common()},
+        "problems": len(table.problems),
+    }

@@ -83,7 +83,7 @@ def read_cases(root: Path, check_images: bool = False) -> CaseTable:
     else:
         table = _read_palm(root)
     if check_images:
-        table.problems += _check_readable(table.cases)
+        table.cases = _keep_readable(table.cases, table.problems)
     if not table.cases:
         detail = f": {table.problems[0]}" if table.problems else ""
         raise DataError(f"{root}: no usable images found (supported: {', '.join(IMAGE_SUFFIXES)}){detail}")
@@ -129,7 +129,8 @@ def _read_palm(root: Path) -> CaseTable:
     for name, case in cases.items():
         if PALM_NAME.match(name) and name[0].upper() in "HNP":
             cases[name] = replace(case, label=int(name[0].upper() == "P"))
-    for sheet in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".xlsx", ".xls", ".csv")):
+    sheets = (p for p in root.rglob("*") if p.suffix.lower() in (".xlsx", ".xls", ".csv") and p.is_file())
+    for sheet in sorted(p for p in sheets if not p.name.startswith((".", "~$"))):  # no Excel lock files
         _apply_sheet(sheet, cases, problems)
     for mask_dir in sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() == "disc_masks"):
         _attach_masks(mask_dir, "", cases, problems, dark=True)
@@ -162,6 +163,18 @@ def _attach_masks(folder: Path, suffix: str, cases: dict[str, Case], problems: l
         if name not in cases:
             problems.append(f"{path}: mask for {name!r}, but no such image")
             continue
+        if cases[name].disc_mask is not None:
+            problems.append(f"{path}: second mask for {name!r} (also {cases[name].disc_mask}); skipped")
+            continue
+        try:
+            size = image_size(path)
+        except ImageError as exc:
+            problems.append(str(exc))
+            continue
+        if size != cases[name].size:
+            problems.append(f"{path}: mask is {size[0]}x{size[1]}, image {name!r} is "
+                            f"{cases[name].size[0]}x{cases[name].size[1]}; skipped")
+            continue
         cases[name] = replace(cases[name], disc_mask=path, disc_is_dark=dark)
 
 
@@ -181,6 +194,7 @@ def _norm(column: object) -> str:
 
 def read_sheet(path: Path) -> pd.DataFrame:
     """A PALM/IDRiD label table (xlsx or csv) as columns name[, label][, x, y]."""
+    path = Path(path)
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
@@ -205,13 +219,15 @@ def read_sheet(path: Path) -> pd.DataFrame:
     return out
 
 
-def _number(value: object, sheet: Path, row: int, column: str) -> float:
+def _number(value: object, where: str, column: str) -> float:
+    if pd.isna(value) or not str(value).strip():
+        raise DataError(f"{where}: {column} is empty")
     try:
         number = float(str(value).strip())
     except ValueError:
-        raise DataError(f"{sheet}: row {row}: {column} is not a number ({value!r})") from None
+        raise DataError(f"{where}: {column} is not a number ({value!r})") from None
     if not math.isfinite(number):
-        raise DataError(f"{sheet}: row {row}: {column} is not a finite number ({value!r})")
+        raise DataError(f"{where}: {column} is not a finite number ({value!r})")
     return number
 
 
@@ -230,7 +246,8 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str]) -> No
         if count > 1:
             problems.append(f"{sheet}: {name!r} appears {count} times; the first row is used")
     seen = set()
-    for row_number, row in enumerate(frame.itertuples(index=False), start=2):
+    for index, row in zip(frame.index, frame.itertuples(index=False)):
+        row_number = index + 2  # the sheet's own row: header is row 1 (blank rows were dropped)
         name = row.name
         if name in seen:
             continue
@@ -238,16 +255,17 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str]) -> No
         if name not in cases:
             problems.append(f"{sheet}: row {row_number}: {name!r} names no image in the folder")
             continue
+        where = f"{sheet}: row {row_number} ({name})"
         try:
             update = {}
             if "label" in frame.columns and pd.notna(row.label):
-                label = _number(row.label, sheet, row_number, "Label")
+                label = _number(row.label, where, "Label")
                 if label not in (0, 1):
-                    raise DataError(f"{sheet}: row {row_number}: Label must be 0 or 1, got {row.label!r}")
+                    raise DataError(f"{where}: Label must be 0 or 1, got {row.label!r}")
                 update["label"] = int(label)
             if "x" in frame.columns:
-                x = _number(row.x, sheet, row_number, "Fovea_X")
-                y = _number(row.y, sheet, row_number, "Fovea_Y")
+                x = _number(row.x, where, "Fovea_X")
+                y = _number(row.y, where, "Fovea_Y")
                 if x == 0 and y == 0:
                     update.update(fovea=None, fovea_absent=True)
                 else:
@@ -263,17 +281,21 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str]) -> No
         problems.append(f"{sheet}: no row for {len(missing)} image(s): {shown}")
 
 
-def _check_readable(cases: list[Case]) -> list[str]:
-    """Decode every image (slow): truncated files only show up here."""
+def _keep_readable(cases: list[Case], problems: list[str]) -> list[Case]:
+    """Decode every image and mask (slow): truncated files only show up here; they are dropped."""
     from .imageio import read_image
 
-    problems = []
+    kept = []
     for case in cases:
         try:
             read_image(case.image, min_side=64)
+            if case.disc_mask is not None:
+                read_grey(case.disc_mask)
         except ImageError as exc:
-            problems.append(str(exc))
-    return problems
+            problems.append(f"{exc}; skipped")
+            continue
+        kept.append(case)
+    return kept
 
 
 def summarise(table: CaseTable) -> dict:

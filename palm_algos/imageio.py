@@ -32,8 +32,13 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         if path.suffix.lower() == ".mha":
             return _itk_size(path)
-        with Image.open(path) as im:
-            return im.size
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except (OSError, UnidentifiedImageError):
+            if path.suffix.lower() not in _ITK_SUFFIXES:
+                raise
+            return _itk_size(path)  # a TIFF PIL cannot open (float, BigTIFF): let SimpleITK try
     except (OSError, UnidentifiedImageError, RuntimeError) as exc:
         raise ImageError(f"{path}: cannot read image ({_why(exc)})") from None
 
@@ -64,7 +69,7 @@ def read_image(path: Path, min_side: int | None = None) -> tuple[np.ndarray, tup
                 if scale >= 2:
                     im.draft("RGB", (size[0] // int(min(scale, 8)), size[1] // int(min(scale, 8))))
             im.load()
-            array = _pil_to_rgb(im)
+            array = _pil_to_rgb(im, path)
     except (OSError, UnidentifiedImageError, RuntimeError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot read image ({_why(exc)})") from None
     return array, size
@@ -75,20 +80,29 @@ def read_grey(path: Path) -> np.ndarray:
     path = Path(path)
     _check_suffix(path)
     try:
+        array = None
         if path.suffix.lower() in _ITK_SUFFIXES:
-            array = _itk_read(path)
-        else:
+            try:
+                array = _itk_read(path)
+            except RuntimeError:
+                if path.suffix.lower() == ".mha":
+                    raise
+        if array is None:
             with Image.open(path) as im:
                 im.load()
+                if im.mode not in ("1", "L", "RGB", "I", "F") and not im.mode.startswith("I;16"):
+                    im = im.convert("RGB")  # palette (P): colours, not indices; alpha dropped
                 array = np.asarray(im)
     except (OSError, UnidentifiedImageError, RuntimeError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot read mask ({_why(exc)})") from None
     if array.ndim == 3:
         array = array[..., :3].mean(axis=2)
+    if array.ndim != 2:
+        raise ImageError(f"{path}: expected a 2-D mask, got shape {array.shape}")
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    if array.dtype != np.uint8:
-        array = _rescale_to_uint8(array)
+    if array.dtype != np.uint8 or array.max(initial=0) <= 1:
+        array = _rescale_to_uint8(array)  # also a 0/1 label map (grand-challenge MHA) -> 0/255
     return array
 
 
@@ -96,7 +110,10 @@ def write_palm_mask(disc: np.ndarray, path: Path) -> None:
     """PALM convention: 8-bit BMP (or PNG, by suffix), 0 = disc, 255 = background."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.where(disc, 0, 255).astype(np.uint8), mode="L").save(path)
+    disc = np.asarray(disc)
+    if disc.ndim != 2:
+        raise ValueError(f"expected a 2-D disc mask, got shape {disc.shape}")
+    Image.fromarray(np.where(disc, 0, 255).astype(np.uint8)).save(path)
 
 
 def write_mha_mask(disc: np.ndarray, path: Path, reference: Path | None = None) -> None:
@@ -131,8 +148,18 @@ def pixel_to_world(image_path: Path, x: float, y: float) -> tuple[float, float]:
     """Map a pixel position to the image's world space (origin + spacing * index)."""
     if Path(image_path).suffix.lower() not in _ITK_SUFFIXES:
         return float(x), float(y)
-    info = _itk_info(Path(image_path))
-    return info.TransformContinuousIndexToPhysicalPoint((float(x), float(y)))[:2]
+    try:
+        info = _itk_info(Path(image_path))
+    except RuntimeError as exc:
+        raise ImageError(f"{image_path}: cannot read image header ({_why(exc)})") from None
+    dim = info.GetDimension()
+    origin = np.array(info.GetOrigin(), dtype=float)
+    spacing = np.array(info.GetSpacing(), dtype=float)
+    direction = np.array(info.GetDirection(), dtype=float).reshape(dim, dim)
+    index = np.zeros(dim)
+    index[:2] = x, y
+    world = origin + direction @ (spacing * index)
+    return float(world[0]), float(world[1])
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -176,9 +203,9 @@ def _itk_read(path: Path) -> np.ndarray:
     return array
 
 
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+def _pil_to_rgb(im: Image.Image, path: Path) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _to_rgb_uint8(np.asarray(im), None)
+        return _to_rgb_uint8(np.asarray(im), path)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         background = Image.new("RGBA", im.size, (0, 0, 0, 255))
@@ -187,10 +214,13 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
 
 
 def _rescale_to_uint8(array: np.ndarray) -> np.ndarray:
-    array = array.astype(np.float64)
-    if array.max() <= 255 and array.min() >= 0 and array.max() > 1:
-        return array.round().astype(np.uint8)
+    """0..1 (floats, binary maps) -> x255; 0..255 kept; any other range stretched to 0..255."""
+    array = np.nan_to_num(array.astype(np.float64))
     lo, hi = float(array.min()), float(array.max())
+    if lo >= 0 and hi <= 1:
+        return (array * 255).round().astype(np.uint8)
+    if lo >= 0 and hi <= 255:
+        return array.round().astype(np.uint8)
     if hi <= lo:
         return np.zeros(array.shape, np.uint8)
     return ((array - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)

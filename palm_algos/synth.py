@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import PalmError
+
+MIN_SIDE = 32
+
 
 @dataclass
 class SynthCase:
@@ -25,8 +29,10 @@ class SynthCase:
 
 def synth_case(seed: int, size: tuple[int, int] = (512, 512), label: int | None = None,
                show_disc: bool = True, show_fovea: bool = True) -> SynthCase:
+    w, h = (int(v) for v in size)
+    if min(w, h) < MIN_SIDE:
+        raise PalmError(f"synthetic images need both sides >= {MIN_SIDE} px, got {w}x{h}")
     rng = np.random.default_rng(seed)
-    w, h = size
     label = int(rng.random() < 0.5) if label is None else label
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     scale = min(w, h)
@@ -67,8 +73,9 @@ def synth_case(seed: int, size: tuple[int, int] = (512, 512), label: int | None 
 
     img += rng.normal(0, 0.015, img.shape)
     img[r_field > 1] = 0
-    if not show_fovea or r_field[int(np.clip(fovea_y, 0, h - 1)), int(np.clip(fovea_x, 0, w - 1))] > 1:
-        fovea = None
+    inside = 0 <= fovea_x < w and 0 <= fovea_y < h
+    if not show_fovea or not inside or r_field[int(fovea_y), int(fovea_x)] > 1:
+        fovea = None  # hidden, or outside the image or the field of view
     else:
         fovea = (float(fovea_x), float(fovea_y))
     image = (np.clip(img, 0, 1) * 255).astype(np.uint8)
@@ -82,6 +89,8 @@ def write_palm_example(out: Path, count: int = 24, size: tuple[int, int] = (512,
 
     Every 12th case shows no disc and every 16th no fovea, as PALM's own data does.
     """
+    if count < 1:
+        raise PalmError(f"count must be at least 1, got {count}")
     out = Path(out)
     images, masks = out / "images", out / "Disc_Masks"
     images.mkdir(parents=True, exist_ok=True)

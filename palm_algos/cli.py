@@ -37,6 +37,93 @@ def main():
     """PALM pathologic myopia methods: train, predict, evaluate, rank."""
 
 
+def _train_options(command):
+    options = [
+        click.option("--data", "data_dirs", required=True, multiple=True, type=click.Path(path_type=Path),
+                     help="Data folder in any supported layout (repeat to combine folders)."),
+        click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint file to write."),
+        click.option("--arch", default="", help="Architecture (default: the paper's network for the task)."),
+        click.option("--pretrained", default="imagenet", show_default=True,
+                     help="imagenet (torchvision weights API), none (from scratch) or a weights file."),
+        click.option("--input-size", default=0, help="Square input size in px (default: the task's)."),
+        click.option("--epochs", default=30, show_default=True),
+        click.option("--batch-size", default=16, show_default=True),
+        click.option("--lr", default=1e-3, show_default=True),
+        click.option("--val-fraction", default=0.2, show_default=True, help="Hold-out share for validation; 0 trains on all."),
+        click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out (writes one checkpoint per fold)."),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--workers", default=0, show_default=True, help="DataLoader worker processes."),
+        click.option("--resume", is_flag=True, help="Continue from <out>.last.pt."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command("train")
+@click.argument("task", type=click.Choice(TASKS))
+@_train_options
+@user_errors
+def train_command(task, data_dirs, out, arch, pretrained, input_size, epochs, batch_size, lr,
+                  val_fraction, folds, seed, workers, resume):
+    """Train TASK (classification, fovea, disc) on one or more data folders.
+
+    Multi-GPU / multi-node: run under torchrun, e.g.
+    `torchrun --nproc-per-node 4 -m palm_algos.cli train disc ...`.
+    """
+    from .cases import read_cases
+    from .tasks import get_task
+    from .train import TrainConfig, holdout_split, kfold_splits, train
+
+    task_ = get_task(task)
+    cases = []
+    for folder in data_dirs:
+        table = read_cases(folder)
+        for line in table.problems:
+            click.echo(f"warning: {line}", err=True)
+        cases += table.cases
+    usable = [c for c in cases if task_.usable(c)]
+    click.echo(f"{len(usable)} of {len(cases)} cases have {task} ground truth", err=True)
+    if task == "fovea" and any(c.fovea_absent for c in cases):
+        click.echo(f"left out: {sum(c.fovea_absent for c in cases)} case(s) marked 'no fovea visible'", err=True)
+    config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, epochs=epochs,
+                         batch_size=batch_size, lr=lr, seed=seed, workers=workers)
+    if folds:
+        summary = []
+        for k, (tr, va) in enumerate(kfold_splits(task_, usable, folds, seed)):
+            result = train(task_, tr, va, config, out.with_suffix(f".fold{k}.pt"), resume=resume)
+            summary.append(result["best"])
+            click.echo(f"fold {k}: " + json.dumps(result["best"]))
+        metric = f"val_{task_.metric_name}"
+        values = [b[metric] for b in summary if b and metric in b]
+        click.echo(f"cross-validated {task_.metric_name}: mean {sum(values) / len(values):.4f} over {len(values)} folds")
+        return
+    tr, va = holdout_split(task_, usable, val_fraction, seed)
+    result = train(task_, tr, va, config, out, resume=resume)
+    click.echo(f"best: {json.dumps(result['best'])}")
+    click.echo(f"checkpoint: {out}")
+
+
+@main.command("predict")
+@click.argument("task", type=click.Choice(TASKS))
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder of images (nested ok).")
+@click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Folder for the PALM files.")
+@click.option("--model", "checkpoint", default=None, type=click.Path(path_type=Path),
+              help="Checkpoint (default: models/<task>.pt).")
+@user_errors
+def predict_command(task, input_dir, output_dir, checkpoint):
+    """Predict TASK for every image in --input and write the PALM submission files."""
+    from .predict import Predictor, predict_folder
+
+    predictor = Predictor.load(checkpoint or Path("models") / f"{task}.pt", task=task)
+    failures = predict_folder(predictor, input_dir, output_dir)
+    for line in failures:
+        click.echo(f"failed: {line}", err=True)
+    click.echo(f"wrote {task} predictions to {output_dir}")
+    if failures:
+        raise click.ClickException(f"{len(failures)} image(s) could not be predicted; see the lines above")
+
+
 @main.group()
 def data():
     """Inspect data folders and make the synthetic example."""
@@ -84,3 +171,13 @@ def data_synth(out: Path, count: int, size: str, seed: int):
         raise click.BadParameter(f"expected WxH such as 512x512, got {size!r}", param_hint="--size")
     write_palm_example(out, count=count, size=(w, h), seed=seed)
     click.echo(f"wrote {count} synthetic cases to {out}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+from evaluation.cli import evaluate, leaderboard  # noqa: E402
+
+main.add_command(evaluate)
+main.add_command(leaderboard)

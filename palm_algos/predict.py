@@ -1,0 +1,72 @@
+"""One predictor for the three tasks: checkpoint in, predictions in original pixels out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .cases import list_images
+from .checkpoint import load_checkpoint
+from .data import normalise, prepare_image
+from .errors import PalmError
+from .tasks import get_task
+from .writers import write_classification_csv, write_disc_masks, write_fovea_csv
+
+
+class Predictor:
+    """``Predictor.load(path).predict(image)`` -> PM risk | (x, y) | bool disc mask (H, W)."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device):
+        self.model, self.meta, self.device = model.eval(), meta, device
+        self.task = meta["task"]
+        self._task = get_task(self.task)
+        self.input_size = int(meta["input_size"])
+
+    @classmethod
+    def load(cls, checkpoint: Path, task: str | None = None, device: str | None = None) -> "Predictor":
+        ckpt = load_checkpoint(checkpoint, task=task)
+        meta = ckpt["meta"]
+        model = get_task(meta["task"]).build_model(meta["arch"], pretrained="none")
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:
+            raise PalmError(f"{checkpoint}: weights do not fit the {meta['arch']!r} architecture") from None
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(model.to(dev), meta, dev)
+
+    @torch.inference_mode()
+    def predict(self, image: Path) -> Any:
+        pixels, size = prepare_image(image, self.input_size)
+        batch = normalise(pixels[None], self.meta["mean"], self.meta["std"]).to(self.device)
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            output = self.model(batch)[0].float().cpu()
+        return self._task.decode(output, size)
+
+
+def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True) -> list[str]:
+    """PALM batch mode: predict every image under ``input_dir`` and write the PALM files.
+
+    A bad image is reported ("path: problem") and skipped; all other predictions are written.
+    """
+    images, failures = list_images(Path(input_dir))
+    if not images:
+        raise PalmError(f"{input_dir}: no images found")
+    results: dict[str, Any] = {}
+    for path in tqdm(images, desc=f"{predictor.task}", disable=not progress, file=sys.stderr):
+        try:
+            value = predictor.predict(path)
+        except PalmError as exc:
+            failures.append(str(exc))
+            continue
+        if predictor.task == "disc":
+            write_disc_masks(path.name, value, Path(output_dir))
+        results[path.name] = value
+    if predictor.task == "classification":
+        write_classification_csv(results, Path(output_dir))
+    elif predictor.task == "fovea":
+        write_fovea_csv(results, Path(output_dir))
+    return failures

@@ -1,0 +1,222 @@
+"""What differs between the three PALM tasks, and nothing more.
+
+A task knows: which cases it can learn from, the target a case yields (as a torchvision
+tv_tensor so that one v2 transform moves image and target together), its augmentation, its
+loss, its validation metric, and how a raw model output becomes a prediction in original
+image pixels. The training loop, the dataset and the predictor are shared.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from . import models
+from .cases import Case
+from .errors import PalmError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomVarianceGaussianNoise(v2.Transform):
+    """Additive Gaussian noise whose variance is drawn per image (Xie et al.: mean 0.01,
+    variance in [0.01, 0.05], on [0, 1] intensities). Only images are touched."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, mean: float = 0.01, variance: tuple[float, float] = (0.01, 0.05), p: float = 0.5):
+        super().__init__()
+        self.mean, self.variance, self.p = mean, variance, p
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        apply = torch.rand(()) < self.p
+        variance = torch.empty(()).uniform_(*self.variance).item()
+        return {"apply": bool(apply), "sigma": math.sqrt(variance)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["apply"]:
+            return inpt
+        return v2.functional.gaussian_noise(inpt, mean=self.mean, sigma=params["sigma"], clip=True)
+
+
+class Task:
+    """Base of the three tasks; subclasses fill in the differences."""
+
+    name: str
+    archs: dict[str, Callable[..., nn.Module]]
+    default_arch: str
+    default_input_size: int
+    metric_name: str  # the validation metric that selects the best epoch
+    higher_is_better: bool = True
+
+    def build_model(self, arch: str, pretrained: str | None) -> nn.Module:
+        if arch not in self.archs:
+            raise PalmError(f"unknown --arch {arch!r} for {self.name}; choose from {', '.join(self.archs)}")
+        return self.archs[arch](pretrained=pretrained)
+
+    # -- data ------------------------------------------------------------------------------
+    def usable(self, case: Case) -> bool:
+        raise NotImplementedError
+
+    def target(self, case: Case, input_size: int) -> Any:
+        """Ground truth in input coordinates (square, input_size px), as a tv_tensor when spatial."""
+        raise NotImplementedError
+
+    def augmentation(self) -> list[v2.Transform]:
+        """Geometric and photometric transforms applied in training (uint8 image in, float out)."""
+        raise NotImplementedError
+
+    def to_tensor(self, target: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- learning --------------------------------------------------------------------------
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Validation metrics on concatenated outputs; the key ``metric_name`` is the one to select on."""
+        raise NotImplementedError
+
+    # -- prediction ------------------------------------------------------------------------
+    def decode(self, output: torch.Tensor, size: tuple[int, int]) -> Any:
+        """One sample's raw output -> prediction in original pixels of an image of ``size`` (w, h)."""
+        raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    name, default_arch, default_input_size, metric_name = "classification", "resnet50", 224, "auc"
+    archs = {"resnet50": models.resnet50_classifier}
+
+    def usable(self, case):
+        return case.label is not None
+
+    def target(self, case, input_size):
+        return int(case.label)
+
+    def augmentation(self):
+        return [v2.RandomRotation(30), v2.ToDtype(torch.float32, scale=True), RandomVarianceGaussianNoise()]
+
+    def to_tensor(self, target):
+        return torch.tensor(target, dtype=torch.long)
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+    def metrics(self, outputs, targets):
+        from sklearn.metrics import roc_auc_score
+
+        risk = outputs.float().softmax(1)[:, 1].numpy()
+        y = targets.numpy()
+        auc = roc_auc_score(y, risk) if len(np.unique(y)) == 2 else float("nan")
+        return {"auc": float(auc), "accuracy": float(((risk >= 0.5) == y).mean()),
+                "loss": float(F.cross_entropy(outputs.float(), targets))}
+
+    def decode(self, output, size):
+        return float(output.float().softmax(-1)[..., 1])
+
+
+class FoveaTask(Task):
+    name, default_arch, default_input_size, metric_name = "fovea", "vgg19-fused", 256, "mean_distance"
+    higher_is_better = False
+    archs = {"vgg19-fused": models.vgg19_fused, "vgg19": models.vgg19_regressor,
+             "resnet50": models.resnet50_regressor}
+
+    def usable(self, case):
+        return case.fovea is not None  # cases marked "no fovea visible" are never learned as a position
+
+    def target(self, case, input_size):
+        w, h = case.size
+        x, y = case.fovea
+        return tv_tensors.KeyPoints([[x * input_size / w, y * input_size / h]],
+                                    canvas_size=(input_size, input_size), dtype=torch.float32)
+
+    def augmentation(self):
+        return [v2.RandomHorizontalFlip(), v2.RandomRotation(20),
+                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
+                v2.ToDtype(torch.float32, scale=True)]
+
+    def to_tensor(self, target):
+        size = target.canvas_size[1]
+        return target.as_subclass(torch.Tensor).reshape(2) / size
+
+    def loss(self, output, target):
+        return euclidean_loss(output, target)
+
+    def metrics(self, outputs, targets):
+        d = torch.linalg.vector_norm(outputs.float() - targets.float(), dim=1)
+        return {"mean_distance": float(d.mean()), "median_distance": float(d.median()),
+                "loss": float(d.mean())}
+
+    def decode(self, output, size):
+        x, y = output.float().reshape(2).tolist()
+        return (x * size[0], y * size[1])
+
+
+def euclidean_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The average Euclidean distance between predicted and true (normalised) positions."""
+    return torch.linalg.vector_norm(output.float() - target.float(), dim=1).mean()
+
+
+class DiscTask(Task):
+    name, default_arch, default_input_size, metric_name = "disc", "resnet34-aspp-unet", 512, "dice"
+    archs = {"resnet34-aspp-unet": models.resnet34_aspp_unet}
+
+    def usable(self, case):
+        return case.disc_mask is not None
+
+    def target(self, case, input_size):
+        disc = torch.from_numpy(case.read_disc()).to(torch.uint8)[None]
+        disc = v2.functional.resize(disc, [input_size, input_size], interpolation=v2.InterpolationMode.NEAREST)
+        return tv_tensors.Mask(disc[0])
+
+    def augmentation(self):
+        return [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
+                v2.RandomAffine(degrees=20, scale=(0.9, 1.1), translate=(0.05, 0.05)),
+                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02),
+                v2.ToDtype(torch.float32, scale=True)]
+
+    def to_tensor(self, target):
+        return target.as_subclass(torch.Tensor).long()
+
+    def loss(self, output, target):
+        return F.cross_entropy(output.float(), target) + soft_dice_loss(output, target)
+
+    def metrics(self, outputs, targets):
+        pred = outputs.argmax(1).bool()
+        truth = targets.bool()
+        inter = (pred & truth).flatten(1).sum(1).float()
+        total = pred.flatten(1).sum(1).float() + truth.flatten(1).sum(1).float()
+        dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+        return {"dice": float(dice.mean()), "loss": float(self.loss(outputs, targets))}
+
+    def decode(self, output, size):
+        from .postprocess import clean_disc
+
+        prob = output.float().softmax(0)[1][None, None]
+        prob = F.interpolate(prob, size=(size[1], size[0]), mode="bilinear", align_corners=False)
+        return clean_disc(prob[0, 0].numpy() > 0.5)
+
+
+def soft_dice_loss(output: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice of the disc class, summed over the batch (one region, as in Xie et al.)."""
+    prob = output.float().softmax(1)[:, 1]
+    truth = (target == 1).float()
+    inter = (prob * truth).sum()
+    return 1 - (2 * inter + eps) / (prob.sum() + truth.sum() + eps)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (ClassificationTask(), FoveaTask(), DiscTask())}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise PalmError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return TASKS[name]

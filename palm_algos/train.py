@@ -1,0 +1,200 @@
+"""The one training loop for all three tasks.
+
+CPU or CUDA is picked automatically, with mixed precision on CUDA; under ``torchrun`` the
+model is wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPUs). Every epoch
+writes ``<out>.last.pt`` (weights, optimiser and schedule: ``resume`` continues from it);
+the epoch with the best validation metric is written to ``<out>`` (the last one when no
+validation split is used).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .cases import Case
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import CaseDataset
+from .errors import PalmError
+from .tasks import IMAGENET_MEAN, IMAGENET_STD, Task
+
+
+@dataclass
+class TrainConfig:
+    arch: str = ""  # empty: the task's default (the paper's network)
+    pretrained: str = "imagenet"  # imagenet | none | path to weights
+    input_size: int = 0  # 0: the task's default
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self, task: Task) -> "TrainConfig":
+        return TrainConfig(**{**asdict(self), "arch": self.arch or task.default_arch,
+                              "input_size": self.input_size or task.default_input_size})
+
+
+def last_path(out: Path) -> Path:
+    return Path(out).with_suffix(".last.pt")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: TrainConfig, out: Path,
+          resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train ``task`` and write checkpoints; returns {"best": metrics, "history": [...]}."""
+    config = config.resolved(task)
+    train_cases = [c for c in train_cases if task.usable(c)]
+    val_cases = [c for c in val_cases if task.usable(c)]
+    if not train_cases:
+        raise PalmError(f"no training case has {task.name} ground truth")
+    rank, world, device = _distributed()
+    main_process = rank == 0
+    generator = seed_everything(config.seed + rank)
+
+    model = task.build_model(config.arch, config.pretrained).to(device)
+    train_set = CaseDataset(task, train_cases, config.input_size, train=True, progress=progress and main_process)
+    val_set = CaseDataset(task, val_cases, config.input_size, train=False, progress=False) if val_cases else None
+    sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
+    batch_size = min(config.batch_size, len(train_set))
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                        drop_last=len(train_set) > batch_size, num_workers=config.workers,
+                        generator=generator, pin_memory=device.type == "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = max(1, config.epochs * len(loader))
+    warmup = max(1, int(config.warmup_epochs * len(loader)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+
+    meta = {"task": task.name, "arch": config.arch, "input_size": config.input_size,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "config": asdict(config),
+            "train_cases": len(train_cases), "val_cases": len(val_cases)}
+    start_epoch, history, best = 0, [], None
+    if resume and last_path(out).is_file():
+        state = load_checkpoint(last_path(out), task=task.name)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, history, best = state["epoch"], state["history"], state.get("best")
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    for epoch in range(start_epoch, config.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        started, losses = time.time(), []
+        bar = tqdm(loader, desc=f"{task.name} epoch {epoch + 1}/{config.epochs}", disable=not (progress and main_process), leave=False)
+        for images, targets in bar:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = task.loss(net(images), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - started, 1)}
+        if main_process:
+            if val_set is not None:
+                record.update({f"val_{k}": v for k, v in evaluate(task, model, val_set, device).items()})
+            history.append(record)
+            score = record.get(f"val_{task.metric_name}")
+            improved = best is None or score is None or (
+                score > best[f"val_{task.metric_name}"] if task.higher_is_better else score < best[f"val_{task.metric_name}"])
+            if improved:
+                best = record
+                save_checkpoint(out, model.state_dict(), {**meta, "epoch": epoch + 1, "metrics": record})
+            save_checkpoint(last_path(out), model.state_dict(), {**meta, "epoch": epoch + 1, "metrics": record},
+                            optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                            epoch=epoch + 1, history=history, best=best)
+            if progress:
+                tqdm.write(_describe(record))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"best": best, "history": history}
+
+
+@torch.no_grad()
+def predict_outputs(model: torch.nn.Module, dataset, device: torch.device, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw outputs and targets for a whole dataset, in order."""
+    model.eval()
+    outputs, targets = [], []
+    for images, target in DataLoader(dataset, batch_size=batch_size):
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            outputs.append(model(images.to(device)).float().cpu())
+        targets.append(target)
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def evaluate(task: Task, model: torch.nn.Module, dataset, device: torch.device) -> dict[str, float]:
+    return task.metrics(*predict_outputs(model, dataset, device))
+
+
+def _describe(record: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+
+
+def _strata(task: Task, cases: list[Case]) -> list[int] | None:
+    labels = [c.label for c in cases]
+    if task.name == "classification" and min(labels.count(0), labels.count(1)) >= 2:
+        return labels
+    return None
+
+
+def holdout_split(task: Task, cases: list[Case], val_fraction: float, seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Random (for classification, label-stratified) split; fraction 0 keeps everything for training."""
+    from sklearn.model_selection import train_test_split
+
+    cases = [c for c in cases if task.usable(c)]
+    if val_fraction <= 0:
+        return cases, []
+    return train_test_split(cases, test_size=val_fraction, random_state=seed, stratify=_strata(task, cases))
+
+
+def kfold_splits(task: Task, cases: list[Case], folds: int, seed: int = 0) -> list[tuple[list[Case], list[Case]]]:
+    """K folds (label-stratified for classification); every usable case is validated once."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    cases = [c for c in cases if task.usable(c)]
+    strata = _strata(task, cases)
+    splitter = (StratifiedKFold if strata else KFold)(n_splits=folds, shuffle=True, random_state=seed)
+    return [([cases[i] for i in tr], [cases[i] for i in va])
+            for tr, va in splitter.split(cases, strata or [0] * len(cases))]

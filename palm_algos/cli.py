@@ -173,11 +173,11 @@ def data_synth(out: Path, count: int, size: str, seed: int):
     click.echo(f"wrote {count} synthetic cases to {out}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 from evaluation.cli import evaluate, leaderboard  # noqa: E402
 
 main.add_command(evaluate)
 main.add_command(leaderboard)
+
+
+if __name__ == "__main__":  # `torchrun -m palm_algos.cli train ...`
+    main()

@@ -1,0 +1,75 @@
+"""`palm evaluate` and `palm leaderboard` (attached to the `palm` group in palm_algos.cli).
+
+A participant's mistake prints the whole report to stderr and ends with one 'Error: ...'
+line and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from palm_algos.errors import PalmError
+
+from .submission import DEFAULT_SLUGS
+
+
+def _fail(exc: PalmError):
+    for line in getattr(exc, "problems", [])[:200]:
+        click.echo(line, err=True)
+    raise click.ClickException(" ".join(str(exc).split())) from None
+
+
+@click.command()
+@click.option("--submission", type=click.Path(path_type=Path), help="PALM results folder (CSV files, Disc_Segmentation/).")
+@click.option("--ground-truth", type=click.Path(path_type=Path), help="Ground truth folder, any layout `palm data inspect` reads.")
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write metrics.json.")
+@click.option("--gc", is_flag=True, help="grand-challenge mode: read predictions.json and job outputs from --input.")
+@click.option("--input", "input_dir", type=click.Path(path_type=Path), default=Path("/input"), show_default=True,
+              help="grand-challenge input folder (with --gc).")
+@click.option("--classification-slug", default=DEFAULT_SLUGS["classification"], show_default=True)
+@click.option("--fovea-slug", default=DEFAULT_SLUGS["fovea"], show_default=True)
+@click.option("--disc-slug", default=DEFAULT_SLUGS["disc"], show_default=True)
+def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, fovea_slug, disc_slug):
+    """Score a submission (any of the three tasks) and write metrics.json."""
+    from . import gc as gc_mode
+    from .scoring import evaluate_gc, evaluate_palm, summary_lines, write_metrics
+
+    try:
+        if gc:
+            slugs = {"classification": classification_slug, "fovea": fovea_slug, "disc": disc_slug}
+            result = evaluate_gc(input_dir, ground_truth or gc_mode.GROUND_TRUTH, slugs)
+            out = out or gc_mode.OUTPUT / "metrics.json"
+        else:
+            if submission is None or ground_truth is None:
+                raise click.UsageError("give --submission and --ground-truth (or --gc)")
+            result = evaluate_palm(submission, ground_truth, progress=None)
+        if out:
+            write_metrics(result, out)
+    except PalmError as exc:
+        _fail(exc)
+    for line in summary_lines(result):
+        click.echo(line)
+    if out:
+        click.echo(f"wrote {out}")
+
+
+@click.command()
+@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--ground-truth", type=click.Path(path_type=Path), help="Needed for submissions in PALM layout.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
+@click.option("--missing", type=click.Choice(["worst", "skip"]), default="worst", show_default=True,
+              help="A task a submission lacks: tie for the worst rank, or rank on the tasks it has.")
+def leaderboard(submissions, ground_truth, out, missing):
+    """Rank every subfolder of SUBMISSIONS (PALM layout or metrics.json); write CSV, Markdown, HTML."""
+    from .leaderboard import build
+
+    try:
+        table = build(submissions, ground_truth, out, missing=missing)
+    except PalmError as exc:
+        _fail(exc)
+    for row in table.itertuples(index=False):
+        place = "" if row.rank != row.rank else f"{row.rank:g}"  # NaN for invalid ones
+        click.echo(f"{place:>5}  {row.submission}  {row.status}")
+    click.echo(f"wrote {out / 'leaderboard.html'}, leaderboard.csv, leaderboard.md")

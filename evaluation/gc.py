@@ -1,0 +1,66 @@
+"""The evaluation container's entry point: ``python -m evaluation.gc`` (or ``python -m evaluation``).
+
+Reads ``/input/predictions.json`` and the job outputs, scores them against the ground truth in
+``/opt/ml/input/data/ground_truth`` and writes ``/output/metrics.json``. A participant's
+mistake ends with exit status 1 and a one-line reason as the last line of stderr, which is
+what grand-challenge shows them; the full report is printed above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from palm_algos.errors import PalmError
+
+from .scoring import evaluate_gc, summary_lines, write_metrics
+from .submission import DEFAULT_SLUGS
+from .validation import ValidationError
+
+INPUT = Path("/input")
+GROUND_TRUTH = Path("/opt/ml/input/data/ground_truth")
+OUTPUT = Path("/output")
+
+
+def run(
+    input_dir: Path = INPUT,
+    ground_truth: Path = GROUND_TRUTH,
+    output_dir: Path = OUTPUT,
+    slugs: dict[str, str] | None = None,
+) -> dict:
+    """Score and write ``metrics.json``; raises ValidationError / PalmError on failure."""
+    result = evaluate_gc(input_dir, ground_truth, slugs)
+    write_metrics(result, Path(output_dir) / "metrics.json")
+    return result
+
+
+def report_failure(exc: PalmError) -> None:
+    """Every problem on stderr, then the one line grand-challenge shows the participant."""
+    for line in getattr(exc, "problems", [])[:200]:
+        print(line, file=sys.stderr)
+    print(" ".join(str(exc).split()), file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.gc", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, default=INPUT, help="folder with predictions.json and job outputs")
+    parser.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="folder for metrics.json")
+    for task, slug in DEFAULT_SLUGS.items():
+        parser.add_argument(f"--{task}-slug", default=slug, help=f"output slug of the {task} task")
+    args = parser.parse_args(argv)
+    slugs = {task: getattr(args, f"{task}_slug") for task in DEFAULT_SLUGS}
+    try:
+        result = run(args.input, args.ground_truth, args.output, slugs)
+    except (ValidationError, PalmError) as exc:
+        report_failure(exc)
+        return 1
+    for line in summary_lines(result):
+        print(line)
+    print(f"wrote {Path(args.output) / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

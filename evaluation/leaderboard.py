@@ -1,0 +1,225 @@
+"""A local leaderboard: score every submission in a folder, rank them, write CSV, Markdown, HTML.
+
+Ranking rule (docs/METRICS.md): each task ranks the valid submissions on its headline metric
+(AUC high, mean fovea distance low, mean Dice high) with ties averaged (scipy ``rankdata``
+'average'); the overall rank is the rank of the mean of a submission's task ranks. A
+submission without a task ties for the worst rank in it (``missing="worst"``) or is ranked
+on the tasks it has (``missing="skip"``). Invalid submissions are listed with their reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+from tqdm import tqdm
+
+from palm_algos.cases import Case, read_cases
+
+from .scoring import clean, score, write_metrics
+from .submission import TASKS, read_palm_submission
+from .validation import ValidationError
+
+HEADLINE = {  # task -> (aggregate, higher is better)
+    "classification": ("auc", True),
+    "fovea": ("mean_distance", False),
+    "disc": ("mean_dice", True),
+}
+MISSING_RULES = ("worst", "skip")
+
+
+@dataclass
+class Entry:
+    """One submission: its metrics.json document, or why it could not be scored."""
+
+    name: str
+    result: dict | None = None
+    error: str | None = None
+
+    def headline(self, task: str) -> float | None:
+        if self.result is None:
+            return None
+        task_metrics = (self.result.get("aggregates") or {}).get(task)
+        value = task_metrics.get(HEADLINE[task][0]) if isinstance(task_metrics, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+def load_entry(folder: Path, cases: list[Case] | None) -> Entry:
+    """A subfolder holding metrics.json is taken as scored; otherwise it is a PALM folder."""
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        try:
+            result = json.loads(metrics.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return Entry(folder.name, error=f"metrics.json is not valid JSON ({exc})")
+        if not isinstance(result, dict) or not isinstance(result.get("aggregates"), dict):
+            return Entry(folder.name, error="metrics.json has no 'aggregates'")
+        return Entry(folder.name, result=result)
+    if cases is None:
+        return Entry(folder.name, error="a PALM folder needs --ground-truth to be scored")
+    try:
+        return Entry(folder.name, result=clean(score(cases, read_palm_submission(folder))))
+    except ValidationError as exc:
+        return Entry(folder.name, error=str(exc))
+
+
+def rank(entries: list[Entry], missing: str = "worst") -> pd.DataFrame:
+    """One row per submission: headline metrics, task ranks, mean rank, overall rank."""
+    if missing not in MISSING_RULES:
+        raise ValueError(f"missing must be one of {MISSING_RULES}, got {missing!r}")
+    valid = [e for e in entries if e.result is not None]
+    tasks = [t for t in TASKS if any(e.headline(t) is not None for e in valid)]
+    table = pd.DataFrame({"submission": [e.name for e in valid]})
+    for task in tasks:
+        metric, higher = HEADLINE[task]
+        values = np.array([np.nan if e.headline(task) is None else e.headline(task) for e in valid], float)
+        table[f"{task}_{metric}"] = values
+        key = -values if higher else values
+        if missing == "worst":
+            ranks = rankdata(np.where(np.isnan(key), np.inf, key), method="average")
+        else:
+            ranks = np.full(len(valid), np.nan)
+            present = ~np.isnan(key)
+            ranks[present] = rankdata(key[present], method="average")
+        table[f"{task}_rank"] = ranks
+    rank_columns = [f"{t}_rank" for t in tasks]
+    if valid and rank_columns:
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(table[rank_columns].to_numpy(float), axis=1) if missing == "skip" else table[rank_columns].mean(axis=1).to_numpy()
+        table["mean_rank"] = mean
+        table["rank"] = rankdata(np.where(np.isnan(mean), np.inf, mean), method="average")
+    else:
+        table["mean_rank"] = np.nan
+        table["rank"] = np.nan
+    table["status"] = "valid"
+    invalid = pd.DataFrame({"submission": [e.name for e in entries if e.result is None],
+                            "status": [f"invalid: {e.error.removeprefix('Invalid submission: ')}"
+                                       for e in entries if e.result is None]})
+    table = table.sort_values(["rank", "submission"], kind="stable")
+    table = pd.concat([table, invalid], ignore_index=True) if len(invalid) else table.reset_index(drop=True)
+    return table[["rank", "submission"] + [c for c in table.columns if c not in ("rank", "submission")]]
+
+
+def build(
+    submissions: Path,
+    ground_truth: Path | None,
+    out: Path,
+    missing: str = "worst",
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Score every subfolder of ``submissions`` and write leaderboard.{csv,md,html} to ``out``."""
+    submissions, out = Path(submissions), Path(out)
+    cases = read_cases(ground_truth).cases if ground_truth else None
+    folders = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = [
+        load_entry(folder, cases)
+        for folder in tqdm(folders, desc="scoring", unit="submission", disable=None if progress is None else not progress)
+    ]
+    table = rank(entries, missing)
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        if entry.result is not None:
+            write_metrics(entry.result, out / "metrics" / f"{entry.name}.json")
+    table.to_csv(out / "leaderboard.csv", index=False)
+    (out / "leaderboard.md").write_text(markdown(table, missing))
+    (out / "leaderboard.html").write_text(html_page(table, entries, missing))
+    return table
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown(table: pd.DataFrame, missing: str) -> str:
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    rows = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)]
+    note = f"\nOverall rank = rank of the mean task rank (ties averaged); missing tasks: {missing}.\n"
+    return "# PALM leaderboard\n\n" + "\n".join([header, rule, *rows]) + "\n" + note
+
+
+def html_page(table: pd.DataFrame, entries: list[Entry], missing: str) -> str:
+    """One self-contained page: the table and the plots as base64 PNG."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in table.itertuples(index=False)
+    )
+    try:
+        figures = "".join(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
+                          for title, png in plots(entries))
+    except ImportError:
+        figures = "<p>Plots need matplotlib (pip install palm[plots]).</p>"
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}"
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>PALM leaderboard</title><style>{style}</style></head>"
+        f"<body><h1>PALM leaderboard</h1><table><tr>{head}</tr>{body}</table>"
+        f"<p>Overall rank = rank of the mean task rank (ties averaged); missing tasks: {html.escape(missing)}.</p>"
+        f"{figures}</body></html>\n"
+    )
+
+
+def _cases(entry: Entry) -> dict:
+    cases = (entry.result or {}).get("case")
+    return cases if isinstance(cases, dict) else {}
+
+
+def _per_case(entry: Entry, key: str) -> list[float]:
+    cases = _cases(entry)
+    return [float(v[key]) for v in cases.values() if isinstance(v, dict) and isinstance(v.get(key), (int, float))]
+
+
+def plots(entries: list[Entry]) -> list[tuple[str, str]]:
+    """(title, base64 PNG) for the ROC curves and the per-case distance and Dice distributions."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_curve
+
+    valid = [e for e in entries if e.result is not None]
+    out = []
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot()
+    for entry in valid:
+        cases = [v for v in _cases(entry).values()
+                 if isinstance(v, dict) and v.get("label") is not None and v.get("pm_risk") is not None]
+        labels = [v["label"] for v in cases]
+        if len(set(labels)) == 2:
+            fpr, tpr, _ = roc_curve(labels, [v["pm_risk"] for v in cases])
+            auc = entry.headline("classification")
+            ax.plot(fpr, tpr, label=f"{entry.name} (AUC {'n/a' if auc is None else f'{auc:.3f}'})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, pathologic myopia")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize="small")
+    out.append(("ROC curves", _png(fig)))
+    for key, title, label in (("fovea_distance", "Fovea distance per image", "distance (px)"),
+                              ("dice", "Disc Dice per image", "Dice")):
+        data = [(e.name, _per_case(e, key)) for e in valid]
+        data = [(n, d) for n, d in data if d]
+        fig = Figure(figsize=(max(4, 1.2 * len(data) + 2), 4))
+        ax = fig.add_subplot()
+        if data:
+            ax.boxplot([d for _, d in data], tick_labels=[n for n, _ in data])
+            ax.tick_params(axis="x", labelrotation=30)
+        ax.set(ylabel=label, title=title)
+        out.append((title, _png(fig)))
+    return out
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=80)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

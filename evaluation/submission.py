@@ -1,0 +1,356 @@
+"""Reading a submission, PALM folder or grand-challenge predictions.json, into one shape.
+
+Readers only parse and check what each file says on its own (headers, numbers, names,
+duplicates); whether the cases match the ground truth, and the masks themselves, are
+checked while scoring. Every problem goes into the Report, nothing is raised here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .validation import Report, bare_name
+
+TASKS = ("classification", "fovea", "disc")
+
+PALM_FILES = {
+    "classification": "Classification_Results.csv",
+    "fovea": "Fovea_Localization_Results.csv",
+    "disc": "Disc_Segmentation",
+}
+PALM_COLUMNS = {
+    "classification": ("FileName", "PM Risk"),
+    "fovea": ("FileName", "Fovea_X", "Fovea_Y"),
+}
+MASK_SUFFIXES = (".bmp", ".png")
+GC_MASK_SUFFIXES = (".mha", ".tif", ".tiff")
+
+DEFAULT_SLUGS = {
+    "classification": "pathologic-myopia-likelihood",
+    "fovea": "fovea",
+    "disc": "optic-disc-segmentation",
+}
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """A predicted disc mask; ``dark`` is the PALM convention (0 = disc), else 1 = disc (MHA)."""
+
+    path: Path
+    dark: bool
+
+
+@dataclass
+class Submission:
+    """Predictions per task, keyed by case name (file stem); a task absent is None."""
+
+    risk: dict[str, float] | None = None
+    fovea: dict[str, tuple[float, float]] | None = None
+    disc: dict[str, MaskFile] | None = None
+    fovea_in_world: bool = False  # grand-challenge points are in the image's world space
+    sources: dict[str, str] = field(default_factory=dict)  # task -> what to name in messages
+    rejected: set[tuple[str, str]] = field(default_factory=set)  # (task, name or "*") already reported
+    report: Report = field(default_factory=Report)
+
+    def tasks(self) -> list[str]:
+        present = {"classification": self.risk, "fovea": self.fovea, "disc": self.disc}
+        return [t for t in TASKS if present[t] is not None]
+
+
+# -- PALM folder -----------------------------------------------------------------------------
+
+
+def read_palm_submission(folder: Path) -> Submission:
+    """The PALM layout: the two CSV files and the Disc_Segmentation folder, any subset of them."""
+    folder = Path(folder)
+    sub = Submission()
+    if not folder.is_dir():
+        sub.report.error(f"{folder}: no such folder")
+        return sub
+    entries = {p.name.lower(): p for p in folder.iterdir()}
+    for task in ("classification", "fovea"):
+        path = entries.get(PALM_FILES[task].lower())
+        if path is None:
+            continue
+        sub.sources[task] = path.name
+        rows, bad = read_palm_csv(path, PALM_COLUMNS[task], sub.report)
+        if rows is None:  # unusable as a whole (already reported): no per-case complaints
+            rows, bad = {}, {"*"}
+        sub.rejected |= {(task, name) for name in bad}
+        if task == "classification":
+            sub.risk = {name: values[0] for name, values in rows.items()}
+            for name, risk in sub.risk.items():
+                if not 0.0 <= risk <= 1.0:
+                    sub.report.error(f"{path.name}: {name}: PM Risk must be between 0 and 1, got {risk:g}")
+        else:
+            sub.fovea = {name: (values[0], values[1]) for name, values in rows.items()}
+    masks = entries.get(PALM_FILES["disc"].lower())
+    if masks is not None and masks.is_dir():
+        sub.sources["disc"] = masks.name
+        sub.disc = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
+    if not sub.tasks() and not sub.report.errors:
+        sub.report.error(
+            f"{folder.name or folder}: no results found; expected {PALM_FILES['classification']}, "
+            f"{PALM_FILES['fovea']} or a {PALM_FILES['disc']}/ folder"
+        )
+    return sub
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[\s_]", "", text.strip().lower())
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_palm_csv(
+    path: Path, columns: tuple[str, ...], report: Report
+) -> tuple[dict[str, tuple[float, ...]] | None, set[str]]:
+    """Rows of a PALM results CSV as name -> numbers, and the names of rows with bad values.
+
+    Every bad line is reported, none raised; None for a file that cannot be used at all.
+    """
+    name, expected = path.name, ",".join(columns)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        report.error(f"{name}: cannot read the file as UTF-8 text ({type(exc).__name__})")
+        return None, set()
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as exc:
+        report.error(f"{name}: not a valid CSV file ({exc})")
+        return None, set()
+    if not rows:
+        report.error(f"{name}: the file is empty; expected the header '{expected}' and one row per image")
+        return None, set()
+    header = [cell.strip() for cell in rows[0][1]]
+    if [_norm(c) for c in header[: len(columns)]] != [_norm(c) for c in columns]:
+        if len(header) >= 2 and _is_number(header[1]):
+            report.error(f"{name}: missing header; the first line must be '{expected}'")
+        else:
+            report.error(f"{name}: wrong header '{','.join(header)}'; expected '{expected}'")
+        return None, set()
+    if len(header) > len(columns):
+        report.warn(f"{name}: extra columns ignored: {', '.join(header[len(columns):])}")
+    values: dict[str, tuple[float, ...]] = {}
+    bad: set[str] = set()
+    first_line: dict[str, int] = {}
+    for line, row in rows[1:]:
+        where = f"{name}: line {line}"
+        if len(row) < len(columns):
+            report.error(f"{where}: expected {len(columns)} values ({expected}), found {len(row)}")
+            continue
+        stem = bare_name(row[0])
+        if stem is None:
+            report.error(f"{where}: FileName {row[0].strip()!r} must be a bare file name such as P0001.jpg, without folders")
+            continue
+        numbers, ok = [], True
+        for column, cell in zip(columns[1:], row[1:]):
+            number = _parse_number(cell)
+            if isinstance(number, str):
+                report.error(f"{where}: {column} {number}")
+                ok = False
+            numbers.append(number)
+        if stem in first_line:
+            report.error(f"{where}: duplicate row for {stem!r} (first at line {first_line[stem]})")
+            continue
+        first_line[stem] = line
+        if ok:
+            values[stem] = tuple(numbers)
+        else:
+            bad.add(stem)
+    return values, bad
+
+
+def _parse_number(cell: str) -> float | str:
+    """The number in a cell, or a string saying what is wrong with it."""
+    cell = cell.strip()
+    if not cell:
+        return "is empty"
+    try:
+        number = float(cell)
+    except ValueError:
+        return f"is not a number ({cell!r})"
+    if not math.isfinite(number):
+        return f"is not a finite number ({cell!r})"
+    return number
+
+
+def _mask_folder(folder: Path, suffixes: tuple[str, ...], dark: bool, report: Report) -> dict[str, MaskFile]:
+    masks: dict[str, MaskFile] = {}
+    ignored = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if not path.is_file() or path.suffix.lower() not in suffixes:
+            ignored.append(path.name)
+            continue
+        if path.stem in masks:
+            report.error(f"{folder.name}: two masks for {path.stem!r}: {masks[path.stem].path.name} and {path.name}")
+            continue
+        masks[path.stem] = MaskFile(path, dark)
+    if ignored:
+        report.warn(f"{folder.name}: ignored {len(ignored)} entries that are not {'/'.join(suffixes)} files: {', '.join(ignored[:5])}")
+    return masks
+
+
+# -- grand-challenge predictions.json --------------------------------------------------------
+
+
+def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> Submission:
+    """Jobs of an algorithm run: ``predictions.json`` plus ``<pk>/output/<relative_path>`` files.
+
+    A job is matched to a case by the original name (stem) of its input image.
+    """
+    input_dir = Path(input_dir)
+    slugs = {**DEFAULT_SLUGS, **(slugs or {})}
+    sub = Submission(fovea_in_world=True)
+    report = sub.report
+    try:
+        jobs = json.loads((input_dir / "predictions.json").read_text())
+    except FileNotFoundError:
+        report.error(f"{input_dir / 'predictions.json'}: not found")
+        return sub
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        report.error(f"predictions.json: not valid JSON ({exc})")
+        return sub
+    if not isinstance(jobs, list):
+        report.error("predictions.json: expected a list of algorithm jobs")
+        return sub
+    found: dict[str, dict] = {task: {} for task in TASKS}
+    job_of: dict[str, str] = {}
+    for index, job in enumerate(jobs):
+        if not isinstance(job, dict) or not isinstance(job.get("pk"), (str, int)):
+            report.error(f"predictions.json: job {index} has no 'pk'")
+            continue
+        pk = str(job["pk"])
+        if bare_name(pk) is None:
+            report.error(f"predictions.json: job pk {pk!r} is not a plain identifier")
+            continue
+        name = _input_name(job)
+        if name is None:
+            report.error(f"job {pk}: no input image with a file name")
+            continue
+        stem = bare_name(name)
+        if stem is None:
+            report.error(f"job {pk}: input image name {name!r} must be a bare file name")
+            continue
+        if stem in job_of:
+            report.error(f"job {pk}: a second job for image {stem!r} (also job {job_of[stem]})")
+            continue
+        job_of[stem] = pk
+        outputs = {_slug(o): o for o in job.get("outputs") or [] if isinstance(o, dict)}
+        for task in TASKS:
+            entry = outputs.get(slugs[task])
+            if entry is None:
+                continue
+            where = f"job {pk} ({name}): {slugs[task]}"
+            location = input_dir / pk / "output" / _relative_path(entry)
+            if task == "disc":
+                mask = _gc_mask(location, where, report)
+                if mask is None:
+                    sub.rejected.add((task, stem))
+                else:
+                    found[task][stem] = MaskFile(mask, dark=False)
+                continue
+            value = _gc_value(location, entry, where, report)
+            parsed = None
+            if value is not None:
+                parsed = _risk(value, where, report) if task == "classification" else _point(value, where, report)
+            if parsed is None:
+                sub.rejected.add((task, stem))
+            else:
+                found[task][stem] = parsed
+    for task in TASKS:
+        if any(slugs[task] in {_slug(o) for o in (j.get("outputs") or []) if isinstance(o, dict)}
+               for j in jobs if isinstance(j, dict)):
+            sub.sources[task] = slugs[task]
+    sub.risk = found["classification"] if "classification" in sub.sources else None
+    sub.fovea = found["fovea"] if "fovea" in sub.sources else None
+    sub.disc = found["disc"] if "disc" in sub.sources else None
+    if not jobs:
+        report.error("predictions.json: no algorithm jobs")
+    elif not sub.tasks() and not report.errors:
+        report.error(f"predictions.json: no outputs named {', '.join(slugs[t] for t in TASKS)}")
+    return sub
+
+
+def _interface(value: dict) -> dict:
+    # grand-challenge calls it "interface"; newer exports call the same thing "socket"
+    found = value.get("interface") or value.get("socket") or {}
+    return found if isinstance(found, dict) else {}
+
+
+def _slug(value: dict) -> str | None:
+    return _interface(value).get("slug")
+
+
+def _relative_path(value: dict) -> str:
+    path = str(_interface(value).get("relative_path") or "")
+    return path if ".." not in Path(path).parts and not Path(path).is_absolute() else "(invalid)"
+
+
+def _input_name(job: dict) -> str | None:
+    for value in job.get("inputs") or []:
+        image = value.get("image") if isinstance(value, dict) else None
+        if isinstance(image, dict) and image.get("name"):
+            return str(image["name"])
+    return None
+
+
+def _gc_value(location: Path, entry: dict, where: str, report: Report):
+    if location.is_file():
+        try:
+            return json.loads(location.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            report.error(f"{where}: {location.name} is not valid JSON ({exc})")
+            return None
+    if entry.get("value") is not None:
+        return entry["value"]
+    report.error(f"{where}: no output file {location.name} and no value")
+    return None
+
+
+def _risk(value, where: str, report: Report) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        report.error(f"{where}: expected a number between 0 and 1, got {json.dumps(value)[:40]}")
+        return None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        report.error(f"{where}: the likelihood must be between 0 and 1, got {value}")
+        return None
+    return float(value)
+
+
+def _point(value, where: str, report: Report) -> tuple[float, float] | None:
+    point = value.get("point") if isinstance(value, dict) else None
+    if (
+        not isinstance(point, list)
+        or len(point) < 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
+    ):
+        report.error(f"{where}: expected a Point {{\"type\": \"Point\", \"point\": [x, y, 0]}} with finite numbers")
+        return None
+    return float(point[0]), float(point[1])
+
+
+def _gc_mask(location: Path, where: str, report: Report) -> Path | None:
+    if location.is_file():
+        return location
+    files = sorted(p for p in location.glob("*") if p.suffix.lower() in GC_MASK_SUFFIXES) if location.is_dir() else []
+    if len(files) != 1:
+        report.error(f"{where}: expected one .mha image in the output, found {len(files)}")
+        return None
+    return files[0]

@@ -1,0 +1,61 @@
+"""Collecting what is wrong with a submission, and turning it into one line a participant reads.
+
+Every problem is recorded (the full report), each either fatal or a warning. Fatal problems
+end the evaluation with a ValidationError whose message is a single line: grand-challenge
+shows participants exactly the last line of stderr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from palm_algos.errors import PalmError
+
+
+class ValidationError(PalmError):
+    """A submission that cannot be scored; ``problems`` holds the whole report."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [message])
+
+
+@dataclass
+class Report:
+    """Problems found so far: fatal ones stop scoring, warnings go into metrics.json."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def lines(self) -> list[str]:
+        return [f"error: {m}" for m in self.errors] + [f"warning: {m}" for m in self.warnings]
+
+    def raise_if_fatal(self) -> None:
+        """Raise with a one-line summary naming the first problem and how many more there are."""
+        if not self.errors:
+            return
+        more = len(self.errors) - 1
+        tail = f" (and {more} more problem{'s' * (more > 1)}; see the log)" if more else ""
+        first = " ".join(self.errors[0].split())  # never more than one line
+        raise ValidationError(f"Invalid submission: {first}{tail}", self.lines())
+
+
+def bare_name(name: str) -> str | None:
+    """The stem of a file name, or None when the name holds a path (``../x.jpg``, ``a/b.jpg``)."""
+    name = name.strip()
+    if not name or "/" in name or "\\" in name or name in (".", "..") or ":" in name:
+        return None
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    return stem or None
+
+
+def short_list(names, limit: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -132,10 +132,12 @@ class FoveaTask(Task):
     def usable(self, case):
         return case.fovea is not None  # cases marked "no fovea visible" are never learned as a position
 
+    # Positions are pixel indices (pixel centres at integers), as torchvision's keypoint flips
+    # assume; the normalised target (x + 0.5) / W is then the same at every input size.
     def target(self, case, input_size):
         w, h = case.size
         x, y = case.fovea
-        return tv_tensors.KeyPoints([[x * input_size / w, y * input_size / h]],
+        return tv_tensors.KeyPoints([[(x + 0.5) * input_size / w - 0.5, (y + 0.5) * input_size / h - 0.5]],
                                     canvas_size=(input_size, input_size), dtype=torch.float32)
 
     def augmentation(self):
@@ -145,7 +147,7 @@ class FoveaTask(Task):
 
     def to_tensor(self, target):
         size = target.canvas_size[1]
-        return target.as_subclass(torch.Tensor).reshape(2) / size
+        return (target.as_subclass(torch.Tensor).reshape(2) + 0.5) / size
 
     def loss(self, output, target):
         return euclidean_loss(output, target)
@@ -157,7 +159,7 @@ class FoveaTask(Task):
 
     def decode(self, output, size):
         x, y = output.float().reshape(2).tolist()
-        return (x * size[0], y * size[1])
+        return (x * size[0] - 0.5, y * size[1] - 0.5)
 
 
 def euclidean_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

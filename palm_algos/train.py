@@ -42,6 +42,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     workers: int = 0
+    augment: bool = True  # off only for ablations and tests
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, task: Task) -> "TrainConfig":
@@ -87,7 +88,7 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     generator = seed_everything(config.seed + rank)
 
     model = task.build_model(config.arch, config.pretrained).to(device)
-    train_set = CaseDataset(task, train_cases, config.input_size, train=True, progress=progress and main_process)
+    train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment, progress=progress and main_process)
     val_set = CaseDataset(task, val_cases, config.input_size, train=False, progress=False) if val_cases else None
     sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
     batch_size = min(config.batch_size, len(train_set))

@@ -1,0 +1,124 @@
+"""Fovea task: coordinates through every transform, the Euclidean loss, the no-fovea rule, training."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from palm_algos.cases import Case, read_cases
+from palm_algos.cli import main
+from palm_algos.data import CaseDataset, square_resize
+from palm_algos.models.fovea import soft_argmax
+from palm_algos.tasks import euclidean_loss, get_task
+from palm_algos.train import TrainConfig, train
+
+TASK = get_task("fovea")
+
+
+def spot_image(tmp_path, size, xy, name="spot"):
+    """A black image with one bright 9x9 spot centred on pixel ``xy`` (pixel indices)."""
+    w, h = size
+    array = np.zeros((h, w, 3), np.uint8)
+    x, y = xy
+    array[y - 4 : y + 5, x - 4 : x + 5] = 255
+    path = tmp_path / f"{name}.png"
+    Image.fromarray(array).save(path)
+    return Case(name=name, image=path, size=size, fovea=(float(x), float(y)))
+
+
+def brightest(image: torch.Tensor) -> tuple[float, float]:
+    grey = image.float().mean(0)
+    ys, xs = torch.nonzero(grey >= grey.max() * 0.9, as_tuple=True)
+    return xs.float().mean().item(), ys.float().mean().item()
+
+
+@pytest.mark.parametrize("size", [(4288, 2848), (2124, 2056), (300, 500)])
+def test_position_follows_resize_rotation_and_flip_to_within_one_pixel(tmp_path, size):
+    w, h = size
+    case = spot_image(tmp_path, size, (int(w * 0.62), int(h * 0.41)))
+    s = 256
+    keypoint = TASK.target(case, s)
+    image = tv_tensors.Image(square_resize(np.asarray(Image.open(case.image).convert("RGB")), s))
+    assert np.allclose(brightest(image), keypoint[0].tolist(), atol=1.0)  # squash-resize
+    for transform in (v2.RandomHorizontalFlip(p=1), v2.RandomVerticalFlip(p=1), v2.RandomRotation((25, 25)),
+                      v2.RandomRotation((-30, -30))):
+        out_image, out_point = transform(image, keypoint)
+        assert np.allclose(brightest(out_image), out_point[0].tolist(), atol=1.0), transform
+    # and back to original pixels through the task's decoding
+    normalised = TASK.to_tensor(keypoint)
+    assert np.allclose(TASK.decode(normalised, size), case.fovea, atol=1e-3)
+
+
+def test_euclidean_loss_matches_a_hand_computation():
+    pred = torch.tensor([[0.5, 0.5], [0.1, 0.2]])
+    true = torch.tensor([[0.8, 0.9], [0.1, 0.2]])
+    assert euclidean_loss(pred, true).item() == pytest.approx((0.5 + 0.0) / 2)  # 3-4-5 triangle scaled by 0.1
+
+
+def test_soft_argmax_finds_the_peak():
+    heat = torch.full((1, 1, 8, 16), -50.0)
+    heat[0, 0, 2, 12] = 50.0
+    assert soft_argmax(heat)[0].tolist() == pytest.approx([12.5 / 16, 2.5 / 8], abs=1e-4)
+
+
+def test_cases_without_a_visible_fovea_are_never_learned(tmp_path):
+    visible = spot_image(tmp_path, (200, 100), (120, 50), "V0001")
+    absent = replace(spot_image(tmp_path, (200, 100), (60, 50), "V0002"), fovea=None, fovea_absent=True)
+    assert TASK.usable(visible) and not TASK.usable(absent)
+    with pytest.raises(Exception, match="no training case has fovea ground truth"):
+        train(TASK, [absent], [], TrainConfig(pretrained="none", input_size=32, epochs=1), tmp_path / "m.pt",
+              progress=False)
+
+
+def test_cli_reports_left_out_cases(tmp_path):
+    from palm_algos.synth import write_palm_example
+
+    folder = write_palm_example(tmp_path / "ex", count=16, size=(96, 96), seed=3)  # case 16 has no fovea
+    result = CliRunner().invoke(main, ["train", "fovea", "--data", str(folder), "--out", str(tmp_path / "f.pt"),
+                                       "--pretrained", "none", "--epochs", "1", "--input-size", "32",
+                                       "--val-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert "15 of 16 cases have fovea ground truth" in result.output
+    assert "left out: 1 case(s) marked 'no fovea visible'" in result.output
+
+
+@pytest.mark.parametrize("arch", ["vgg19-fused", "vgg19", "resnet50"])
+def test_every_architecture_regresses_into_the_unit_square(arch):
+    model = TASK.build_model(arch, "none").eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 2) and bool(((out >= 0) & (out <= 1)).all())
+
+
+def test_tiny_real_training_run_on_idrid(idrid, tmp_path):
+    cases = read_cases(idrid).cases[:6]
+    config = TrainConfig(pretrained="none", input_size=64, epochs=8, batch_size=6, lr=3e-4, augment=False)
+    result = train(TASK, cases, [], config, tmp_path / "f.pt", progress=False)
+    losses = [r["train_loss"] for r in result["history"]]
+    assert losses[-1] < losses[0]
+    images = tmp_path / "images"
+    images.mkdir()
+    for c in cases[:2]:
+        (images / c.image.name).write_bytes(c.image.read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["predict", "fovea", "--input", str(images), "--output", str(out),
+                                       "--model", str(tmp_path / "f.pt")])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(open(out / "Fovea_Localization_Results.csv")))
+    assert rows[0] == ["FileName", "Fovea_X", "Fovea_Y"]
+    for name, x, y in rows[1:]:
+        assert name.endswith(".jpg") and 0 <= float(x) <= 4288 and 0 <= float(y) <= 2848
+
+
+def test_dataset_targets_are_normalised_positions(idrid):
+    case = read_cases(idrid).by_name()["IDRiD_001"]
+    _, target = CaseDataset(TASK, [case], 64, train=False, progress=False)[0]
+    assert target.tolist() == pytest.approx([1914.5 / 4288, 1617.5 / 2848], abs=1e-5)

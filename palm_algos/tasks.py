@@ -202,9 +202,13 @@ class DiscTask(Task):
     def decode(self, output, size):
         from .postprocess import clean_disc
 
-        prob = output.float().softmax(0)[1][None, None]
-        prob = F.interpolate(prob, size=(size[1], size[0]), mode="bilinear", align_corners=False)
-        return clean_disc(prob[0, 0].numpy() > 0.5)
+        # Clean up at the model's resolution, where it is cheap, then push the probabilities
+        # to the kept side of 0.5: bilinear upsampling then adds no region and no hole.
+        prob = output.float().softmax(0)[1]
+        keep = torch.from_numpy(clean_disc(prob.numpy() > 0.5))
+        prob = torch.where(keep, prob.clamp(min=0.51), prob.clamp(max=0.49))
+        prob = F.interpolate(prob[None, None], size=(size[1], size[0]), mode="bilinear", align_corners=False)
+        return (prob[0, 0] > 0.5).numpy()
 
 
 def soft_dice_loss(output: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:

@@ -113,3 +113,17 @@ def test_tiny_real_training_run_and_prediction_at_original_size(drions, tmp_path
     assert run.exit_code == 0, run.output
     mask = np.asarray(Image.open(tmp_path / "out" / "Disc_Segmentation" / f"{cases[0].name}.bmp"))
     assert mask.shape == (400, 600) and set(np.unique(mask)) <= {0, 255}
+
+
+def test_decoding_cleans_up_and_upsamples_to_the_original_size():
+    logits = torch.zeros(2, 64, 64)
+    logits[1, 20:40, 30:50] = 5  # the disc
+    logits[1, 28:31, 38:41] = -5  # a hole in it
+    logits[1, 2:5, 2:5] = 5  # a stray blob
+    disc = TASK.decode(logits, (2124, 2056))
+    assert disc.shape == (2056, 2124) and disc.dtype == bool
+    ys, xs = np.nonzero(disc)
+    assert abs(xs.min() - 30 * 2124 / 64) < 3 and abs(ys.max() + 1 - 40 * 2056 / 64) < 3
+    assert disc[int(29.5 * 2056 / 64), int(39.5 * 2124 / 64)]  # the hole is filled
+    assert not disc[: 10 * 2056 // 64, : 10 * 2124 // 64].any()  # the blob is gone
+    assert not TASK.decode(torch.zeros(2, 64, 64), (100, 80)).any()

@@ -1,0 +1,80 @@
+"""`palm predict` end to end per image vs. the bare forward pass at the same input size.
+
+Both are measured in this one run on the same synthetic images (weights do not change the
+cost, so an untrained checkpoint is used). Target: ratio <= 1.2.
+
+    python benchmarks/predict_speed.py [--images 8] [--tasks classification,fovea,disc]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import torch
+from PIL import Image
+
+from palm_algos.checkpoint import save_checkpoint
+from palm_algos.predict import Predictor, predict_folder
+from palm_algos.synth import synth_case
+from palm_algos.tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
+
+CASES = {  # task -> [(label, image size, input size)]
+    "classification": [("224 px", (224, 224), 224), ("full resolution", (2124, 2056), 224)],
+    "fovea": [("full resolution", (2124, 2056), 256)],
+    "disc": [("full resolution", (2124, 2056), 512)],
+}
+
+
+def make_images(folder: Path, size: tuple[int, int], count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        case = synth_case(i + 1, size)
+        Image.fromarray(case.image).save(folder / f"V{i + 1:04d}.jpg", quality=95)
+
+
+def make_checkpoint(path: Path, task: str, input_size: int) -> None:
+    t = get_task(task)
+    model = t.build_model(t.default_arch, "none")
+    save_checkpoint(path, model.state_dict(), {"task": task, "arch": t.default_arch, "input_size": input_size,
+                                               "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)})
+
+
+@torch.inference_mode()
+def bare_forward_seconds(predictor: Predictor, count: int) -> float:
+    x = torch.randn(1, 3, predictor.input_size, predictor.input_size)
+    predictor.model(x)  # warm-up
+    started = time.perf_counter()
+    for _ in range(count):
+        predictor.model(x)
+    return (time.perf_counter() - started) / count
+
+
+@click.command()
+@click.option("--images", default=8, show_default=True)
+@click.option("--tasks", default="classification,fovea,disc", show_default=True)
+def main(images: int, tasks: str):
+    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"{'task':15} {'input':16} {'S':>4} {'predict s/img':>14} {'forward s/img':>14} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for task in tasks.split(","):
+            for label, size, input_size in CASES[task]:
+                folder = tmp / f"{task}-{size[0]}"
+                make_images(folder, size, images)
+                make_checkpoint(tmp / f"{task}.pt", task, input_size)
+                predictor = Predictor.load(tmp / f"{task}.pt")
+                predictor.predict(next(folder.iterdir()))  # warm-up
+                forward = bare_forward_seconds(predictor, images)
+                started = time.perf_counter()
+                failures = predict_folder(predictor, folder, tmp / f"out-{task}", progress=False)
+                end_to_end = (time.perf_counter() - started) / images
+                assert not failures, failures
+                print(f"{task:15} {label:16} {input_size:>4} {end_to_end:>14.3f} {forward:>14.3f} "
+                      f"{end_to_end / forward:>6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

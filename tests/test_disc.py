@@ -117,9 +117,10 @@ def test_tiny_real_training_run_and_prediction_at_original_size(drions, tmp_path
 
 def test_decoding_cleans_up_and_upsamples_to_the_original_size():
     logits = torch.zeros(2, 64, 64)
-    logits[1, 20:40, 30:50] = 5  # the disc
-    logits[1, 28:31, 38:41] = -5  # a hole in it
-    logits[1, 2:5, 2:5] = 5  # a stray blob
+    logits[0] = 5  # background, confidently
+    logits[1, 20:40, 30:50] = 10  # the disc
+    logits[1, 28:31, 38:41] = 0  # a hole in it
+    logits[1, 2:5, 2:5] = 10  # a stray blob
     disc = TASK.decode(logits, (2124, 2056))
     assert disc.shape == (2056, 2124) and disc.dtype == bool
     ys, xs = np.nonzero(disc)

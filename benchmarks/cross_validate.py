@@ -1,6 +1,7 @@
 """K-fold cross-validation of one task, scored end to end in original pixels.
 
-Each fold trains with the shared loop, then the fold's checkpoint predicts its held-out
+Each fold trains with the shared loop for a fixed number of epochs (the held-out images are
+not used to pick an epoch), then the fold's checkpoint predicts its held-out
 images through ``Predictor`` (the same path as ``palm predict``) and the evaluation
 package scores them. Writes a JSON record for docs/RESULTS.md.
 
@@ -67,7 +68,7 @@ def main(task, data, extra_test, folds, epochs, input_size, batch_size, lr, arch
     for k, (tr, va) in enumerate(kfold_splits(task_, cases, folds, seed)):
         ckpt = workdir / f"{task}-{config.arch}-fold{k}.pt"
         t0 = time.time()
-        train(task_, tr, va, config, ckpt, progress=False)
+        train(task_, tr, [], config, ckpt, progress=False)  # no peeking: the fold model is the last epoch
         seconds = time.time() - t0
         predictor = Predictor.load(ckpt, task=task)
         predictions = [predictor.predict(c.image) for c in va]

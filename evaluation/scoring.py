@@ -165,7 +165,7 @@ def _disc(cases, masks, sub, per_case, progress) -> dict:
             dice=d, hausdorff=h, disc_present=true_present[-1], disc_predicted=pred_present[-1]
         )
     if nonbinary:
-        levels = "0/255" if next(iter(masks.values())).dark else "0/1"
+        levels = "0/255" if next(iter(masks.values())).dark else "0/1 or 0/255"
         report.warn(f"{source}: {len(nonbinary)} masks are not binary ({levels}); binarised at 128: {short_list(nonbinary)}")
     t, p = np.array(true_present, bool), np.array(pred_present, bool)
     stats = M.summary(dices)
@@ -184,12 +184,10 @@ def _disc(cases, masks, sub, per_case, progress) -> dict:
 
 
 def _binarise(grey: np.ndarray, dark: bool) -> tuple[np.ndarray, bool]:
-    """Disc as bool, and whether the mask was binary (PALM 0/255 with 0 = disc; MHA 0/1)."""
-    if dark:
-        return grey < 128, np.count_nonzero(grey == 0) + np.count_nonzero(grey == 255) == grey.size
-    if grey.max(initial=0) <= 1:
-        return grey == 1, True
-    return grey >= 128, False
+    """Disc as bool, and whether the mask was binary. ``read_grey`` gives 0/255 for both PALM
+    masks (0 = disc) and 0/1 label maps (1 = disc, scaled to 255); anything else is binarised at 128."""
+    binary = np.count_nonzero(grey == 0) + np.count_nonzero(grey == 255) == grey.size
+    return (grey < 128 if dark else grey >= 128), binary
 
 
 def _spacing(path: Path) -> tuple[float, float]:

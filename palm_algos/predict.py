@@ -50,7 +50,8 @@ class Predictor:
 def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True) -> list[str]:
     """PALM batch mode: predict every image under ``input_dir`` and write the PALM files.
 
-    A bad image is reported ("path: problem") and skipped; all other predictions are written.
+    A bad image is reported ("path: problem") and skipped, whatever went wrong with it; all
+    other predictions are written.
     """
     images, failures = list_images(Path(input_dir))
     if not images:
@@ -61,6 +62,9 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
             value = predictor.predict(path)
         except PalmError as exc:
             failures.append(str(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001 - one odd image must not cost the others their results
+            failures.append(f"{path}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})")
             continue
         if predictor.task == "disc":
             write_disc_masks(path.name, value, Path(output_dir))

@@ -39,12 +39,9 @@ def write_gc_float(value: float, path: Path) -> None:
     _write_json(float(value), path)
 
 
-def write_gc_point(xy: tuple[float, float] | None, image: Path, path: Path, name: str = "fovea") -> None:
-    """grand-challenge Point (3 coordinates, world space); no fovea -> an empty point set is not
-    a Point, so the image centre is never invented: we write null instead."""
-    if xy is None:
-        _write_json(None, path)
-        return
+def write_gc_point(xy: tuple[float, float], image: Path, path: Path, name: str = "fovea") -> None:
+    """grand-challenge Point: 3 coordinates in the world space of the input image. The fovea
+    models always give a position (the evaluation accepts no null), so there is no "none" case."""
     x, y = pixel_to_world(image, *xy)
     _write_json({"version": {"major": 1, "minor": 0}, "type": "Point", "name": name, "point": [x, y, 0.0]}, path)
 

@@ -354,6 +354,7 @@ def test_gc_predictions_json(truth, tmp_path, capsys):
     assert agg["fovea"]["mean_distance"] == pytest.approx(5.0) and agg["fovea"]["n_no_fovea"] == 1
     assert agg["disc"]["mean_dice"] == 1.0 and agg["disc"]["n_cases"] == 3
     assert set(data["case"]) == {"P0001", "P0002", "N0003"}
+    assert not any("not binary" in w for w in data.get("warnings", [])), "0/1 MHA label maps are binary"
     assert "mean Dice 1.0000" in capsys.readouterr().out
     cli = CliRunner().invoke(palm, ["evaluate", "--gc", "--input", str(inp), "--ground-truth", str(gt),
                                     "--out", str(tmp_path / "cli.json")])

@@ -1,0 +1,309 @@
+"""The built images, run the way grand-challenge runs them (``./build.sh test`` runs this file).
+
+Every run: --network none --read-only --tmpfs /tmp --cap-drop=ALL --security-opt=no-new-privileges
+--memory=4g --pids-limit=256, /input mounted read-only, the image's own non-root user.
+
+Skipped unless asked for (``pytest -m docker`` or PALM_DOCKER_TESTS=1) and the images exist.
+Checkpoints: PALM_TEST_MODELS/<task>/*.pt (``./build.sh test`` trains tiny ones there when
+models/<task>.pt is absent), else models/<task>.pt.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = os.environ.get("PALM_TAG", "latest")
+TASKS = ("classification", "fovea", "disc")
+RUN_FLAGS = ["--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "--cap-drop=ALL",
+             "--security-opt=no-new-privileges", "--memory=4g", "--pids-limit=256"]
+FULL_SIZE = (2124, 2056)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def image(name: str) -> str:
+    return f"palm-{name}:{TAG}"
+
+
+def docker(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _docker_ready(request):
+    asked = "docker" in (request.config.getoption("-m") or "") or os.environ.get("PALM_DOCKER_TESTS") == "1"
+    if not asked:
+        pytest.skip("container tests run with `pytest -m docker` or ./build.sh test")
+    if shutil.which("docker") is None or docker("info").returncode != 0:
+        pytest.skip("no Docker daemon")
+    missing = [image(n) for n in ("evaluation", *TASKS) if docker("image", "inspect", image(n)).returncode != 0]
+    if missing:
+        pytest.skip(f"images not built ({', '.join(missing)}): ./build.sh build")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    if os.environ.get("PALM_TEST_WORK"):
+        path = Path(os.environ["PALM_TEST_WORK"])
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+    return tmp_path_factory.mktemp("containers")
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, Path]:
+    found = {}
+    for task in TASKS:
+        candidates = []
+        if os.environ.get("PALM_TEST_MODELS"):
+            base = Path(os.environ["PALM_TEST_MODELS"])
+            candidates += [base / "from-models" / task, base / task]
+        candidates.append(ROOT / "models")
+        for folder in candidates:
+            if (folder / f"{task}.pt").is_file():
+                found[task] = folder
+                break
+        else:
+            pytest.skip(f"no {task} checkpoint: run ./build.sh test (it trains tiny ones)")
+    return found
+
+
+def run(name: str, input_dir: Path, output_dir: Path, model_dir: Path | None = None,
+        extra: list[str] = ()) -> subprocess.CompletedProcess:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.chmod(0o777)  # the image's non-root user writes here
+    mounts = ["-v", f"{input_dir}:/input:ro", "-v", f"{output_dir}:/output"]
+    if model_dir is not None:
+        mounts += ["-v", f"{model_dir}:/opt/ml/model:ro"]
+    return docker("run", *RUN_FLAGS, *mounts, *extra, image(name), timeout=900)
+
+
+def last_err(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_input(work) -> dict:
+    """Mixed formats, nested folders, one full-resolution image and one broken file."""
+    from palm_algos.imageio import write_mha_image
+    from palm_algos.synth import synth_case
+
+    root = work / "batch-input"
+    (root / "nested" / "deeper").mkdir(parents=True)
+    sizes = {}
+    small = [synth_case(i + 1, (320, 300)) for i in range(3)]
+    Image.fromarray(small[0].image).save(root / f"{small[0].name}.jpg", quality=90)
+    Image.fromarray(small[1].image).save(root / "nested" / f"{small[1].name}.png")
+    Image.fromarray(small[2].image).save(root / "nested" / "deeper" / f"{small[2].name}.tif")
+    write_mha_image(synth_case(7, (256, 256)).image, root / "V0007.mha")
+    full = synth_case(9, FULL_SIZE)
+    Image.fromarray(full.image).save(root / "F0009.jpg", quality=90)
+    for case in small:
+        sizes[case.name] = (320, 300)
+    sizes["V0007"], sizes["F0009"] = (256, 256), FULL_SIZE
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+    return {"dir": root, "sizes": sizes, "bad": "broken.jpg"}
+
+
+@pytest.fixture(scope="module")
+def gc_input(work) -> dict:
+    """One grand-challenge job: a full-resolution MHA with a non-trivial origin and spacing."""
+    import SimpleITK as sitk
+
+    from palm_algos.synth import synth_case
+
+    sys.path.insert(0, str(ROOT / "containers" / "test"))
+    from gc_jobs import input_value
+
+    root = work / "gc-input"
+    folder = root / "images" / "color-fundus-image"
+    folder.mkdir(parents=True)
+    itk = sitk.GetImageFromArray(synth_case(11, FULL_SIZE).image, isVector=True)
+    itk.SetOrigin((100.0, -50.0))
+    itk.SetSpacing((0.5, 0.5))
+    sitk.WriteImage(itk, str(folder / "1b9d5c2e-5a3f-4b36-9a2e-0c3d2f1e4a5b.mha"), useCompression=True)
+    (root / "inputs.json").write_text(json.dumps([input_value("P0011.jpg")]))
+    escape = work / "gc-escape"
+    shutil.copytree(root, escape)
+    values = json.loads((escape / "inputs.json").read_text())
+    values[0]["interface"]["relative_path"] = "../../etc"
+    (escape / "inputs.json").write_text(json.dumps(values))
+    return {"dir": root, "escape": escape, "origin": (100.0, -50.0), "spacing": (0.5, 0.5)}
+
+
+@pytest.fixture(scope="module")
+def batch_runs(work, batch_input, models) -> dict:
+    return {t: run(t, batch_input["dir"], work / "batch-output" / t, models[t]) for t in TASKS}
+
+
+@pytest.fixture(scope="module")
+def gc_runs(work, gc_input, models) -> dict:
+    return {t: run(t, gc_input["dir"], work / "gc-output" / t, models[t]) for t in TASKS}
+
+
+# -- image conventions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["evaluation", *TASKS])
+def test_image_conventions(name):
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image(name)).stdout)
+    assert config["User"] not in ("", "root", "0")
+    assert "PYTHONUNBUFFERED=1" in config["Env"]
+    assert config["WorkingDir"] == "/opt/app"
+
+
+def test_evaluation_image_has_no_torch():
+    result = docker("run", *RUN_FLAGS, "--entrypoint", "python3", image("evaluation"), "-c",
+                    "import importlib.util as u; print(u.find_spec('torch') is None)")
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_algorithm_images_share_the_torch_base():
+    def layers(name):
+        return json.loads(docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image(name)).stdout)
+
+    base = layers("torch-base")
+    for task in TASKS:
+        assert layers(task)[: len(base)] == base
+
+
+# -- PALM batch mode ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_batch_keeps_going_past_the_bad_image(batch_runs, batch_input, task):
+    result = batch_runs[task]
+    assert result.returncode == 1, result.stderr[-2000:]
+    n = len(batch_input["sizes"])
+    assert last_err(result).startswith(f"palm-{task}: {n} of {n + 1} images predicted"), result.stderr[-2000:]
+    assert "1 failed" in last_err(result)
+    assert any(batch_input["bad"] in line for line in result.stderr.splitlines()[:-1])
+
+
+def test_batch_classification_csv(batch_runs, work, batch_input):
+    rows = list(csv.DictReader((work / "batch-output" / "classification" / "Classification_Results.csv").open()))
+    assert sorted(Path(r["FileName"]).stem for r in rows) == sorted(batch_input["sizes"])
+    assert all(0.0 <= float(r["PM Risk"]) <= 1.0 for r in rows)
+
+
+def test_batch_fovea_csv_in_original_pixels(batch_runs, work, batch_input):
+    rows = list(csv.DictReader((work / "batch-output" / "fovea" / "Fovea_Localization_Results.csv").open()))
+    assert sorted(Path(r["FileName"]).stem for r in rows) == sorted(batch_input["sizes"])
+    for r in rows:
+        x, y = float(r["Fovea_X"]), float(r["Fovea_Y"])
+        assert np.isfinite([x, y]).all()
+
+
+def test_batch_disc_masks_at_original_size(batch_runs, work, batch_input):
+    folder = work / "batch-output" / "disc" / "Disc_Segmentation"
+    assert sorted(p.stem for p in folder.glob("*.bmp")) == sorted(batch_input["sizes"])
+    for name, size in batch_input["sizes"].items():
+        mask = Image.open(folder / f"{name}.bmp")
+        assert mask.size == size and mask.mode == "L"
+        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+        assert (folder / "png" / f"{name}.png").is_file()
+
+
+# -- grand-challenge mode --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_gc_runs_succeed(gc_runs, task):
+    result = gc_runs[task]
+    assert result.returncode == 0, result.stdout[-1000:] + result.stderr[-2000:]
+    assert "grand-challenge mode" in result.stdout
+
+
+def test_gc_classification_is_a_bare_float(gc_runs, work):
+    files = list((work / "gc-output" / "classification").rglob("*"))
+    assert [p.name for p in files] == ["pathologic-myopia-likelihood.json"]
+    value = json.loads(files[0].read_text())
+    assert isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def test_gc_fovea_is_a_point_in_world_space(gc_runs, work, gc_input):
+    value = json.loads((work / "gc-output" / "fovea" / "fovea.json").read_text())
+    if value is None:
+        pytest.skip("the quick model found no fovea (written as null)")
+    assert value["type"] == "Point" and value["version"] == {"major": 1, "minor": 0} and value["name"] == "fovea"
+    x, y, z = value["point"]
+    assert z == 0
+    # a pixel position p maps to origin + spacing * p: a quick model's guess may stray, but the
+    # mapping shows as a world position that no pixel position alone could give
+    (ox, oy), (sx, sy) = gc_input["origin"], gc_input["spacing"]
+    px, py = (x - ox) / sx, (y - oy) / sy
+    assert -FULL_SIZE[0] < px < 2 * FULL_SIZE[0] and -FULL_SIZE[1] < py < 2 * FULL_SIZE[1]
+
+
+def test_gc_disc_is_an_mha_with_the_input_geometry(gc_runs, work, gc_input):
+    import SimpleITK as sitk
+
+    files = sorted(p.relative_to(work / "gc-output" / "disc") for p in (work / "gc-output" / "disc").rglob("*") if p.is_file())
+    assert files == [Path("images/optic-disc-segmentation/output.mha")]
+    mask = sitk.ReadImage(str(work / "gc-output" / "disc" / files[0]))
+    assert mask.GetSize() == FULL_SIZE
+    assert mask.GetOrigin() == gc_input["origin"] and mask.GetSpacing() == gc_input["spacing"]
+    assert mask.GetPixelID() == sitk.sitkUInt8
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+
+
+def test_gc_relative_path_leaving_input_is_refused(work, gc_input, models):
+    out = work / "gc-escape-output"
+    result = run("classification", gc_input["escape"], out, models["classification"])
+    assert result.returncode == 1
+    assert "../../etc" in last_err(result)
+    assert not any(out.iterdir())
+
+
+def test_no_model_fails_with_a_clear_line(work, gc_input):
+    has_baked = docker("run", *RUN_FLAGS, "--entrypoint", "sh", image("disc"), "-c",
+                       "ls /opt/app/model/*.pt").returncode == 0
+    if has_baked:
+        pytest.skip("palm-disc has a baked-in model")
+    result = run("disc", gc_input["dir"], work / "gc-nomodel-output")
+    assert result.returncode == 1 and "/opt/ml/model" in last_err(result)
+
+
+# -- evaluation container ------------------------------------------------------------------------------
+
+
+def test_evaluation_scores_the_algorithm_jobs(work, models):
+    """Three algorithm containers on grand-challenge jobs, then the evaluation container on them."""
+    sys.path.insert(0, str(ROOT / "containers" / "test"))
+    from gc_jobs import collect, prepare
+
+    from palm_algos.synth import write_palm_example
+
+    truth = write_palm_example(work / "eval-truth", count=4, size=(320, 320), seed=3)
+    jobs = prepare(truth, work / "eval-jobs")
+    for job in jobs:
+        for task in TASKS:
+            result = run(task, job / "input", job / "output", models[task])
+            assert result.returncode == 0, result.stderr[-2000:]
+    evaluation_input = collect(work / "eval-jobs", work / "eval-input").parent
+    out = work / "eval-output"
+    out.mkdir()
+    out.chmod(0o777)
+    result = docker("run", *RUN_FLAGS, "-v", f"{evaluation_input}:/input:ro",
+                    "-v", f"{truth}:/opt/ml/input/data/ground_truth:ro", "-v", f"{out}:/output",
+                    image("evaluation"), timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics, "metrics.json is empty"

@@ -52,21 +52,22 @@ def score(task: str, cases, predictions) -> dict:
 @click.option("--folds", default=5)
 @click.option("--epochs", default=12)
 @click.option("--input-size", default=0)
+@click.option("--zoom", default=1, help="fovea/disc: train and predict with the refining pass (see palm train --help).")
 @click.option("--batch-size", default=16)
 @click.option("--lr", default=1e-3)
 @click.option("--arch", default="")
 @click.option("--seed", default=0)
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, extra_test, folds, epochs, input_size, batch_size, lr, arch, seed, workdir, out):
+def main(task, data, extra_test, folds, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, out):
     task_ = get_task(task)
     cases = [c for c in read_cases(data).cases if task_.usable(c)]
-    config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, epochs=epochs,
+    config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
     oof_cases, oof_pred, fold_records, extra = [], [], [], []
     started = time.time()
     for k, (tr, va) in enumerate(kfold_splits(task_, cases, folds, seed)):
-        ckpt = workdir / f"{task}-{config.arch}-fold{k}.pt"
+        ckpt = workdir / f"{task}-{config.arch}-zoom{config.zoom}-fold{k}.pt"
         t0 = time.time()
         train(task_, tr, [], config, ckpt, progress=False)  # no peeking: the fold model is the last epoch
         seconds = time.time() - t0

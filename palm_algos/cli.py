@@ -46,6 +46,9 @@ def _train_options(command):
         click.option("--pretrained", default="imagenet", show_default=True,
                      help="imagenet (torchvision weights API), none (from scratch) or a weights file."),
         click.option("--input-size", default=0, help="Square input size in px (default: the task's)."),
+        click.option("--zoom", default=1, show_default=True,
+                     help="fovea/disc: >1 adds a refining pass on a window of the ZOOM x larger image "
+                          "around the first estimate (1 = the paper's single pass)."),
         click.option("--epochs", default=30, show_default=True),
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),
@@ -64,7 +67,7 @@ def _train_options(command):
 @click.argument("task", type=click.Choice(TASKS))
 @_train_options
 @user_errors
-def train_command(task, data_dirs, out, arch, pretrained, input_size, epochs, batch_size, lr,
+def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epochs, batch_size, lr,
                   val_fraction, folds, seed, workers, resume):
     """Train TASK (classification, fovea, disc) on one or more data folders.
 
@@ -86,7 +89,7 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, epochs, ba
     click.echo(f"{len(usable)} of {len(cases)} cases have {task} ground truth", err=True)
     if task == "fovea" and any(c.fovea_absent for c in cases):
         click.echo(f"left out: {sum(c.fovea_absent for c in cases)} case(s) marked 'no fovea visible'", err=True)
-    config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, epochs=epochs,
+    config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed, workers=workers)
     if folds:
         summary = []

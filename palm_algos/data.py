@@ -3,9 +3,15 @@
 Training and prediction share ``prepare_image`` (reduced-size decode, square resize), so a
 model sees the same pixels in both. Training images are decoded once and kept in memory at
 input size: an epoch then costs only augmentation and the network.
+
+A model trained with ``zoom`` > 1 is used twice per image: on the whole image, then on the
+input-size window of the ``zoom`` times larger image around what the first pass found (the
+refining pass). It learns both views from one stored copy at ``zoom`` x input size.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,17 +45,67 @@ def normalise(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torc
     return v2.functional.normalize(image, list(mean), list(std))
 
 
+def view_box(centre: tuple[float, float], big: int, size: int) -> tuple[int, int]:
+    """(left, top) of the ``size`` window of a ``big`` square image centred on ``centre``
+    ((x, y) in [0, 1] of the image), shifted to lie inside the image."""
+    return tuple(min(max(round(c * big - size / 2), 0), big - size) for c in centre)
+
+
+class ZoomView(v2.Transform):
+    """From a stored image ``zoom`` times the input size to one input-size view: with
+    probability ``p`` the window around the target (the fovea, the disc's centre), shifted by
+    up to ``jitter`` x size as a first pass might miss it; otherwise the whole image, resized.
+    Key points keep the pixel-index convention of ``FoveaTask.target``."""
+
+    def __init__(self, size: int, p: float = 0.5, jitter: float = 0.25):
+        super().__init__()
+        self.size, self.p, self.jitter = size, p, jitter
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        big = next(x for x in flat_inputs if isinstance(x, tv_tensors.Image)).shape[-1]
+        centre = _target_centre(flat_inputs, big)
+        if centre is None or not torch.rand(()) < self.p:
+            return {"box": None, "big": big}
+        shift = (torch.rand(2) * 2 - 1) * self.jitter * self.size / big
+        return {"box": view_box((centre + shift).tolist(), big, self.size), "big": big}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        box, size = params["box"], self.size
+        if isinstance(inpt, tv_tensors.KeyPoints):
+            points = inpt.as_subclass(torch.Tensor)
+            points = (points + 0.5) * size / params["big"] - 0.5 if box is None else points - torch.tensor(box, dtype=points.dtype)
+            return tv_tensors.wrap(points, like=inpt, canvas_size=(size, size))
+        if box is None:
+            return v2.functional.resize(inpt, [size, size], antialias=True)
+        return v2.functional.crop(inpt, box[1], box[0], size, size)
+
+
+def _target_centre(flat_inputs: list[Any], big: int) -> torch.Tensor | None:
+    """The target's centre as (x, y) in [0, 1]: a key point, or a mask's centroid; None when absent."""
+    for x in flat_inputs:
+        if isinstance(x, tv_tensors.KeyPoints):
+            return (x.as_subclass(torch.Tensor).reshape(-1, 2)[0] + 0.5) / big
+        if isinstance(x, tv_tensors.Mask):
+            rows, cols = torch.nonzero(x.as_subclass(torch.Tensor) > 0, as_tuple=True)
+            return torch.stack([cols.float().mean(), rows.float().mean()]).add(0.5).div(big) if len(rows) else None
+    return None
+
+
 class CaseDataset(Dataset):
     """Cases of one task, decoded once, augmented on the fly when ``train`` is set."""
 
-    def __init__(self, task: Task, cases: list[Case], input_size: int, train: bool, progress: bool = True):
+    def __init__(self, task: Task, cases: list[Case], input_size: int, train: bool, progress: bool = True,
+                 zoom: int = 1):
         self.task, self.input_size = task, input_size
         self.images, self.targets = [], []
+        stored = input_size * zoom
         for case in tqdm(cases, desc=f"loading {len(cases)} images", disable=not progress, leave=False):
-            image, _ = prepare_image(case.image, input_size)
+            image, _ = prepare_image(case.image, stored)
             self.images.append(tv_tensors.Image(image))
-            self.targets.append(task.target(case, input_size))
+            self.targets.append(task.target(case, stored))
         steps = task.augmentation() if train else [v2.ToDtype(torch.float32, scale=True)]
+        if zoom > 1:  # validation sees the first pass only
+            steps = [ZoomView(input_size, p=0.5 if train else 0.0)] + steps
         self.transform = v2.Compose(steps)
 
     def __len__(self) -> int:

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .cases import list_images
 from .checkpoint import load_checkpoint
-from .data import normalise, prepare_image
+from .data import normalise, prepare_image, view_box
 from .errors import PalmError
 from .tasks import get_task
 from .writers import write_classification_csv, write_disc_masks, write_fovea_csv
@@ -40,11 +41,25 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, image: Path) -> Any:
-        pixels, size = prepare_image(image, self.input_size)
+        """One image -> prediction in original pixels; models trained with ``zoom`` > 1 run a
+        second, refining pass on the window around what the first pass found."""
+        size_in, zoom = self.input_size, int(self.meta.get("zoom", 1))
+        pixels, size = prepare_image(image, size_in * zoom)
+        if zoom == 1:
+            return self._task.decode(self.forward(pixels), size)
+        output = self.forward(v2.functional.resize(pixels, [size_in, size_in], antialias=True))
+        centre = self._task.view_centre(output)
+        if centre is not None:
+            left, top = view_box(centre, size_in * zoom, size_in)
+            window = self.forward(pixels[:, top : top + size_in, left : left + size_in])
+            output = self._task.merge(output, window, (left, top, size_in), size_in * zoom)
+        return self._task.decode(output, size)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The bare model on one (3, S, S) uint8 image: its raw output, on the CPU."""
         batch = normalise(pixels[None], self.meta["mean"], self.meta["std"]).to(self.device)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            output = self.model(batch)[0].float().cpu()
-        return self._task.decode(output, size)
+            return self.model(batch)[0].float().cpu()
 
 
 def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True) -> list[str]:

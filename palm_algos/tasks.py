@@ -90,6 +90,16 @@ class Task:
         """One sample's raw output -> prediction in original pixels of an image of ``size`` (w, h)."""
         raise NotImplementedError
 
+    # -- the refining pass (models trained with zoom > 1; fovea and disc) -------------------
+    def view_centre(self, output: torch.Tensor) -> tuple[float, float] | None:
+        """Where the second pass should look, (x, y) in [0, 1] of the image; None: nowhere."""
+        raise NotImplementedError
+
+    def merge(self, first: torch.Tensor, window: torch.Tensor, box: tuple[int, int, int], big: int) -> torch.Tensor:
+        """First-pass output and the output on the window ``box`` = (left, top, size) of the
+        ``big`` square image -> one output that ``decode`` reads."""
+        raise NotImplementedError
+
 
 class ClassificationTask(Task):
     name, default_arch, default_input_size, metric_name = "classification", "resnet50", 224, "auc"
@@ -161,6 +171,13 @@ class FoveaTask(Task):
         x, y = output.float().reshape(2).tolist()
         return (x * size[0] - 0.5, y * size[1] - 0.5)
 
+    def view_centre(self, output):
+        return tuple(output.float().reshape(2).tolist())
+
+    def merge(self, first, window, box, big):
+        left, top, size = box  # the window's estimate wins; the first pass only aimed it
+        return (torch.tensor([left, top], dtype=torch.float32) + window.float().reshape(2) * size) / big
+
 
 def euclidean_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The average Euclidean distance between predicted and true (normalised) positions."""
@@ -209,6 +226,21 @@ class DiscTask(Task):
         prob = torch.where(keep, prob.clamp(min=0.51), prob.clamp(max=0.49))
         prob = F.interpolate(prob[None, None], size=(size[1], size[0]), mode="bilinear", align_corners=False)
         return (prob[0, 0] > 0.5).numpy()
+
+    def view_centre(self, output):
+        from .postprocess import clean_disc
+
+        disc = clean_disc(output.float().argmax(0).numpy() == 1)
+        if not disc.any():
+            return None  # no disc: nothing to refine, the mask stays empty
+        rows, cols = np.nonzero(disc)
+        return ((cols.mean() + 0.5) / disc.shape[1], (rows.mean() + 0.5) / disc.shape[0])
+
+    def merge(self, first, window, box, big):
+        left, top, size = box  # the first pass, upsampled, with the window's sharper view pasted in
+        full = F.interpolate(first.float()[None], size=(big, big), mode="bilinear", align_corners=False)[0]
+        full[:, top : top + size, left : left + size] = window.float()
+        return full
 
 
 def soft_dice_loss(output: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:

@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     augment: bool = True  # off only for ablations and tests
+    zoom: int = 1  # > 1: also learn the refining pass's view (fovea, disc); 1 = the paper's single pass
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, task: Task) -> "TrainConfig":
@@ -88,8 +89,12 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     generator = seed_everything(config.seed + rank)
 
     model = task.build_model(config.arch, config.pretrained).to(device)
-    train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment, progress=progress and main_process)
-    val_set = CaseDataset(task, val_cases, config.input_size, train=False, progress=False) if val_cases else None
+    if config.zoom > 1 and task.name == "classification":
+        raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
+    train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment,
+                            progress=progress and main_process, zoom=config.zoom)
+    val_set = CaseDataset(task, val_cases, config.input_size, train=False, progress=False,
+                          zoom=config.zoom) if val_cases else None
     sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
     batch_size = min(config.batch_size, len(train_set))
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
@@ -102,7 +107,7 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
-    meta = {"task": task.name, "arch": config.arch, "input_size": config.input_size,
+    meta = {"task": task.name, "arch": config.arch, "input_size": config.input_size, "zoom": config.zoom,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "config": asdict(config),
             "train_cases": len(train_cases), "val_cases": len(val_cases)}
     start_epoch, history, best = 0, [], None

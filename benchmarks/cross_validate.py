@@ -21,9 +21,10 @@ import torch
 
 from evaluation import metrics
 from palm_algos.cases import read_cases
+from palm_algos.checkpoint import load_checkpoint
 from palm_algos.predict import Predictor
 from palm_algos.tasks import get_task
-from palm_algos.train import TrainConfig, kfold_splits, train
+from palm_algos.train import TrainConfig, kfold_splits, last_path, train
 
 
 def score(task: str, cases, predictions) -> dict:
@@ -45,6 +46,17 @@ def score(task: str, cases, predictions) -> dict:
     return {"dice": metrics.summary(dice), "presence_f1": present}
 
 
+def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
+    """Training time of an existing fold checkpoint (sum of its epochs), after checking it was
+    trained with this very recipe."""
+    state = load_checkpoint(last_path(ckpt))
+    trained = {k: v for k, v in state["meta"]["config"].items() if k != "extra"}
+    wanted = {k: v for k, v in vars(config).items() if k != "extra"}
+    if trained != wanted:
+        raise SystemExit(f"{ckpt}: trained with another recipe ({trained}), not {wanted}")
+    return sum(h["seconds"] for h in state["history"])
+
+
 @click.command()
 @click.argument("task")
 @click.option("--data", required=True, type=click.Path(path_type=Path))
@@ -58,8 +70,10 @@ def score(task: str, cases, predictions) -> dict:
 @click.option("--arch", default="")
 @click.option("--seed", default=0)
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
+@click.option("--reuse", is_flag=True, help="Score the fold checkpoints already in --workdir instead of training "
+                                            "(after a change to prediction only); training times come from their history.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, extra_test, folds, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, out):
+def main(task, data, extra_test, folds, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse, out):
     task_ = get_task(task)
     cases = [c for c in read_cases(data).cases if task_.usable(c)]
     config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, epochs=epochs,
@@ -69,8 +83,11 @@ def main(task, data, extra_test, folds, epochs, input_size, zoom, batch_size, lr
     for k, (tr, va) in enumerate(kfold_splits(task_, cases, folds, seed)):
         ckpt = workdir / f"{task}-{config.arch}-zoom{config.zoom}-fold{k}.pt"
         t0 = time.time()
-        train(task_, tr, [], config, ckpt, progress=False)  # no peeking: the fold model is the last epoch
-        seconds = time.time() - t0
+        if reuse:
+            seconds = trained_seconds(ckpt, config)
+        else:
+            train(task_, tr, [], config, ckpt, progress=False)  # no peeking: the fold model is the last epoch
+            seconds = time.time() - t0
         predictor = Predictor.load(ckpt, task=task)
         predictions = [predictor.predict(c.image) for c in va]
         fold_score = score(task, va, predictions)

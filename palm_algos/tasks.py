@@ -237,8 +237,14 @@ class DiscTask(Task):
         return ((cols.mean() + 0.5) / disc.shape[1], (rows.mean() + 0.5) / disc.shape[0])
 
     def merge(self, first, window, box, big):
-        left, top, size = box  # the first pass, upsampled, with the window's sharper view pasted in
-        full = F.interpolate(first.float()[None], size=(big, big), mode="bilinear", align_corners=False)[0]
+        """The window's segmentation, background elsewhere: the first pass only aimed it (its
+        false regions outside the window must not outgrow the refined disc). A window that
+        finds no disc leaves the first pass as it was."""
+        if not (window.argmax(0) == 1).any():
+            return first
+        left, top, size = box
+        full = window.new_zeros((2, big, big))
+        full[0] = 1.0  # background, with a softmax of 0.73
         full[:, top : top + size, left : left + size] = window.float()
         return full
 

@@ -9,29 +9,14 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from palm_algos.cases import Case
 from palm_algos.data import CaseDataset, ZoomView, square_resize, view_box
 from palm_algos.predict import Predictor
 from palm_algos.tasks import get_task
 from palm_algos.train import TrainConfig, train
+from test_fovea import brightest
+from test_fovea import spot_image as spot_case
 
 FOVEA, DISC = get_task("fovea"), get_task("disc")
-
-
-def spot_case(tmp_path, size, xy, name="spot") -> Case:
-    w, h = size
-    array = np.zeros((h, w, 3), np.uint8)
-    x, y = xy
-    array[y - 6 : y + 7, x - 6 : x + 7] = 255
-    path = tmp_path / f"{name}.png"
-    Image.fromarray(array).save(path)
-    return Case(name=name, image=path, size=size, fovea=(float(x), float(y)))
-
-
-def brightest(image: torch.Tensor) -> tuple[float, float]:
-    grey = image.float().mean(0)
-    ys, xs = torch.nonzero(grey >= grey.max() * 0.9, as_tuple=True)
-    return xs.float().mean().item(), ys.float().mean().item()
 
 
 def test_view_box_centres_and_stays_inside():
@@ -71,15 +56,21 @@ def test_fovea_merge_maps_the_window_estimate_back():
     assert FOVEA.view_centre(torch.tensor([0.3, 0.6])) == pytest.approx((0.3, 0.6))
 
 
-def test_disc_merge_pastes_the_window_and_finds_no_centre_without_a_disc():
+def test_disc_merge_keeps_the_window_and_finds_no_centre_without_a_disc():
     first = torch.zeros(2, 32, 32)
     first[1, 8:16, 8:16] = 5.0  # a disc around (12, 12) of 32
-    assert DISC.view_centre(first) == pytest.approx((0.375, 0.375))
-    window = torch.full((2, 32, 32), -1.0)
+    first[1, 28:32, 28:32] = 5.0  # and a false one, outside the window below
+    assert DISC.view_centre(first) == pytest.approx((0.375, 0.375))  # the largest region
+    window = torch.zeros(2, 32, 32)
+    window[1, 10:20, 10:20] = 3.0
     merged = DISC.merge(first, window, (4, 8, 32), 64)
     assert merged.shape == (2, 64, 64)
     assert torch.equal(merged[:, 8:40, 4:36], window)
-    assert DISC.view_centre(torch.zeros(2, 32, 32) + torch.tensor([1.0, 0.0])[:, None, None]) is None
+    disc = DISC.decode(merged, (64, 64))
+    assert disc.sum() == 100 and disc[18:28, 14:24].all()  # only the window's disc survives
+    no_disc = torch.zeros(2, 32, 32) + torch.tensor([1.0, 0.0])[:, None, None]
+    assert DISC.view_centre(no_disc) is None
+    assert DISC.merge(first, no_disc, (4, 8, 32), 64) is first  # an empty window removes nothing
 
 
 def test_a_zoom_checkpoint_runs_two_passes_and_returns_original_pixels(tmp_path):

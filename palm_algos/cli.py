@@ -46,7 +46,7 @@ def _train_options(command):
         click.option("--pretrained", default="imagenet", show_default=True,
                      help="imagenet (torchvision weights API), none (from scratch) or a weights file."),
         click.option("--input-size", default=0, help="Square input size in px (default: the task's)."),
-        click.option("--zoom", default=1, show_default=True,
+        click.option("--zoom", default=1, show_default=True, type=click.IntRange(1, 4),
                      help="fovea/disc: >1 adds a refining pass on a window of the ZOOM x larger image "
                           "around the first estimate (1 = the paper's single pass)."),
         click.option("--epochs", default=30, show_default=True),
@@ -87,10 +87,12 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
         cases += table.cases
     usable = [c for c in cases if task_.usable(c)]
     click.echo(f"{len(usable)} of {len(cases)} cases have {task} ground truth", err=True)
+    if not usable:
+        raise PalmError(f"{', '.join(map(str, data_dirs))}: no case has {task} ground truth to learn from")
     if task == "fovea" and any(c.fovea_absent for c in cases):
         click.echo(f"left out: {sum(c.fovea_absent for c in cases)} case(s) marked 'no fovea visible'", err=True)
     config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed, workers=workers)
+                         batch_size=batch_size, lr=lr, seed=seed, workers=workers).resolved(task_)
     if folds:
         summary = []
         for k, (tr, va) in enumerate(kfold_splits(task_, usable, folds, seed)):

@@ -47,6 +47,9 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, task: Task) -> "TrainConfig":
+        """The task's defaults filled in; settings the task cannot use are refused."""
+        if self.zoom > 1 and task.name == "classification":
+            raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
         return TrainConfig(**{**asdict(self), "arch": self.arch or task.default_arch,
                               "input_size": self.input_size or task.default_input_size})
 
@@ -89,8 +92,6 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     generator = seed_everything(config.seed + rank)
 
     model = task.build_model(config.arch, config.pretrained).to(device)
-    if config.zoom > 1 and task.name == "classification":
-        raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
     train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment,
                             progress=progress and main_process, zoom=config.zoom)
     val_set = CaseDataset(task, val_cases, config.input_size, train=False, progress=False,
@@ -192,7 +193,14 @@ def holdout_split(task: Task, cases: list[Case], val_fraction: float, seed: int 
     cases = [c for c in cases if task.usable(c)]
     if val_fraction <= 0:
         return cases, []
-    return train_test_split(cases, test_size=val_fraction, random_state=seed, stratify=_strata(task, cases))
+    held_out = math.ceil(val_fraction * len(cases))
+    if held_out >= len(cases):
+        raise PalmError(f"{len(cases)} case(s) are too few to hold out {val_fraction:.0%} for validation; "
+                        f"use --val-fraction 0 or more data")
+    strata = _strata(task, cases)
+    if strata and min(held_out, len(cases) - held_out) < 2:
+        strata = None  # too few to keep the label ratio on both sides
+    return train_test_split(cases, test_size=held_out, random_state=seed, stratify=strata)
 
 
 def kfold_splits(task: Task, cases: list[Case], folds: int, seed: int = 0) -> list[tuple[list[Case], list[Case]]]:
@@ -200,7 +208,11 @@ def kfold_splits(task: Task, cases: list[Case], folds: int, seed: int = 0) -> li
     from sklearn.model_selection import KFold, StratifiedKFold
 
     cases = [c for c in cases if task.usable(c)]
+    if not 2 <= folds <= len(cases):
+        raise PalmError(f"--folds {folds}: needs 2 to {len(cases)} (the number of usable cases)")
     strata = _strata(task, cases)
+    if strata and min(strata.count(0), strata.count(1)) < folds:
+        strata = None  # a label rarer than the folds cannot be spread over them
     splitter = (StratifiedKFold if strata else KFold)(n_splits=folds, shuffle=True, random_state=seed)
     return [([cases[i] for i in tr], [cases[i] for i in va])
             for tr, va in splitter.split(cases, strata or [0] * len(cases))]

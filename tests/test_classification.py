@@ -107,6 +107,18 @@ def test_splits_are_stratified_and_cover_every_case(palm224):
     assert sorted(c.name for _, va in folds for c in va) == sorted(c.name for c in cases)
 
 
+def test_splits_of_tiny_sets_fail_clearly_or_drop_stratification(palm224):
+    task = get_task("classification")
+    three = [c for c in read_cases(palm224).cases if c.label == 1][:2] + [next(c for c in read_cases(palm224).cases if c.label == 0)]
+    tr, va = holdout_split(task, three, 0.2)  # 1 held out: too few to stratify, still a split
+    assert len(tr) == 2 and len(va) == 1
+    with pytest.raises(PalmError, match="too few to hold out"):
+        holdout_split(task, three[:1], 0.5)
+    with pytest.raises(PalmError, match="--folds 5: needs 2 to 3"):
+        kfold_splits(task, three, 5)
+    assert len(kfold_splits(task, three, 3)) == 3  # the single negative cannot be stratified over 3 folds
+
+
 def test_tiny_real_training_run_lowers_the_loss_and_predicts_the_csv(palm224, tmp_path):
     cases = few_palm_cases(palm224)
     config = TrainConfig(epochs=6, **TINY)

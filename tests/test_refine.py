@@ -97,3 +97,22 @@ def test_zoom_datasets_store_the_larger_image_and_yield_input_size(tmp_path):
         assert image.shape == (3, 32, 32) and 0 <= target.min() and target.max() <= 1
     _, target = val_set[0]  # the validation view is the whole image: target = (x + 0.5) / W
     assert torch.allclose(target, torch.tensor([100.5 / 300, 80.5 / 200]), atol=1e-4)
+
+
+def test_cli_refuses_zoom_for_classification_and_data_without_ground_truth(tmp_path):
+    from click.testing import CliRunner
+
+    from palm_algos.cli import main
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["data", "synth", str(tmp_path / "synth"), "--count", "4", "--size", "64x64"]).exit_code == 0
+    zoomed = runner.invoke(main, ["train", "classification", "--data", str(tmp_path / "synth"), "--out",
+                                  str(tmp_path / "c.pt"), "--pretrained", "none", "--zoom", "2"])
+    assert zoomed.exit_code == 1 and "Error: --zoom is for fovea and disc" in zoomed.output
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.new("RGB", (32, 32)).save(plain / "photo.png")
+    unlabelled = runner.invoke(main, ["train", "classification", "--data", str(plain), "--out", str(tmp_path / "c.pt"),
+                                      "--pretrained", "none"])
+    assert unlabelled.exit_code == 1 and "no case has classification ground truth" in unlabelled.output
+    assert unlabelled.exception is None or isinstance(unlabelled.exception, SystemExit)

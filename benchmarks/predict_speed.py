@@ -9,6 +9,7 @@ network twice per image, so its bare cost is two forward passes. Target: ratio <
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -58,8 +59,10 @@ def bare_forward_seconds(predictor: Predictor, count: int) -> float:
 @click.command()
 @click.option("--images", default=8, show_default=True)
 @click.option("--tasks", default="classification,fovea,disc", show_default=True)
-def main(images: int, tasks: str):
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the rows as JSON (docs/results/speed.json).")
+def main(images: int, tasks: str, out: Path | None):
     print(f"torch threads: {torch.get_num_threads()}")
+    rows = []
     print(f"{'task':15} {'input':16} {'S':>4} {'zoom':>4} {'passes':>6} {'predict s/img':>14} {'forward s/img':>14} {'ratio':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -82,6 +85,11 @@ def main(images: int, tasks: str):
                 assert not failures, failures
                 print(f"{task:15} {label:16} {input_size:>4} {zoom:>4} {len(calls) / images:>6.2f} {end_to_end:>14.3f} {forward:>14.3f} "
                       f"{end_to_end / forward:>6.2f}", flush=True)
+                rows.append({"task": task, "input": label, "image_size": list(size), "input_size": input_size,
+                             "zoom": zoom, "passes": len(calls) / images, "predict_seconds": end_to_end,
+                             "forward_seconds": forward, "ratio": end_to_end / forward})
+    if out:
+        out.write_text(json.dumps({"images": images, "torch_threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

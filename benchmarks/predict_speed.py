@@ -78,7 +78,7 @@ def main(images: int, tasks: str, out: Path | None):
                 calls = []  # the passes predict really ran (an untrained disc model may find no disc to refine)
                 hook = predictor.model.register_forward_hook(lambda *_: calls.append(1))
                 started = time.perf_counter()
-                failures = predict_folder(predictor, folder, tmp / f"out-{task}", progress=False)
+                failures = predict_folder(predictor, folder, tmp / f"out-{task}", progress=False).problems
                 end_to_end = (time.perf_counter() - started) / images
                 hook.remove()
                 forward *= len(calls) / images

@@ -34,32 +34,42 @@ def minutes(r: dict) -> str:
     return f"{r['mean_train_seconds_per_fold'] / 60:.1f} ({fastest / 60:.1f})"
 
 
+def section(title: str, columns: list[str], rows: list[list[str]], intro: str = "") -> list[str]:
+    """A Markdown section: title, optional paragraph, one table; nothing when there are no rows."""
+    if not rows:
+        return []
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return [f"## {title}", "", *([intro, ""] if intro else []), line(columns), "|" + "---|" * len(columns),
+            *map(line, rows), ""]
+
+
+FOLD_TIME, RECORD = "CPU min / fold: mean (fastest)", "record"
+
+
 def classification() -> list[str]:
     rows = []
     for r in runs("classification"):
         cv = r["cross_validated"]
-        per_fold = ", ".join(f"{f['auc']:.3f}" for f in r["per_fold"])
-        rows.append(f"| {recipe(r)} | {r['folds']} | {cv['auc']:.4f} | {cv['auc_ci95'][0]:.4f} - {cv['auc_ci95'][1]:.4f} | "
-                    f"{cv['sensitivity_at_0.85_specificity']:.3f} | {per_fold} | "
-                    f"{minutes(r)} | `{r['file']}` |")
-    return ["## Classification: PALM-Training400 (224 px copies), ResNet50 from scratch", "",
-            "| recipe | folds | pooled out-of-fold AUC | 95% CI (bootstrap) | sensitivity at 0.85 specificity | "
-            "per-fold AUC | CPU min / fold: mean (fastest) | record |",
-            "|---|---|---|---|---|---|---|---|", *rows, ""] if rows else []
+        rows.append([recipe(r), str(r["folds"]), f"{cv['auc']:.4f}", f"{cv['auc_ci95'][0]:.4f} - {cv['auc_ci95'][1]:.4f}",
+                     f"{cv['sensitivity_at_0.85_specificity']:.3f}", ", ".join(f"{f['auc']:.3f}" for f in r["per_fold"]),
+                     minutes(r), f"`{r['file']}`"])
+    return section("Classification: PALM-Training400 (224 px copies), ResNet50 from scratch",
+                   ["recipe", "folds", "pooled out-of-fold AUC", "95% CI (bootstrap)", "sensitivity at 0.85 specificity",
+                    "per-fold AUC", FOLD_TIME, RECORD], rows)
 
 
 def fovea() -> list[str]:
     rows = []
     for r in runs("fovea-"):
-        cv = r["cross_validated"]
-        rows.append(f"| {r['config']['arch']} | {recipe(r)} | {cv['distance_px']['mean']:.1f} | "
-                    f"{cv['distance_px']['median']:.1f} | {cv['distance_normalised']['mean']:.4f} | "
-                    f"{cv['distance_normalised']['median']:.4f} | {cv['normalised_variance']:.5f} | {minutes(r)} | "
-                    f"`{r['file']}` |")
-    return ["## Fovea: IDRiD (69 images, 4288x2848), from scratch: the Table 1 rerun", "",
-            "| arch | recipe | mean distance (px) | median (px) | mean normalised | median normalised | "
-            "variance (normalised) | CPU min / fold: mean (fastest) | record |",
-            "|---|---|---|---|---|---|---|---|---|", *rows, ""] if rows else []
+        px, norm = r["cross_validated"]["distance_px"], r["cross_validated"]["distance_normalised"]
+        rows.append([r["config"]["arch"], recipe(r), f"{px['mean']:.1f}", f"{px['median']:.1f}", f"{norm['mean']:.4f}",
+                     f"{norm['median']:.4f}", f"{r['cross_validated']['normalised_variance']:.5f}", minutes(r),
+                     f"`{r['file']}`"])
+    return section("Fovea: IDRiD (69 images, 4288x2848), from scratch: the Table 1 rerun",
+                   ["arch", "recipe", "mean distance (px)", "median (px)", "mean normalised", "median normalised",
+                    "variance (normalised)", FOLD_TIME, RECORD], rows)
 
 
 def disc() -> list[str]:
@@ -68,12 +78,11 @@ def disc() -> list[str]:
         cv = r["cross_validated"]
         extra = r.get("extra_test", {}).get("per_fold", [])
         drions = f"{sum(e['dice']['mean'] for e in extra) / len(extra):.4f}" if extra else "–"
-        rows.append(f"| {recipe(r)} | {r['folds']} | {cv['dice']['mean']:.4f} | {cv['dice']['median']:.4f} | "
-                    f"{cv['dice']['std']:.4f} | {cv['presence_f1']:.3f} | {drions} | {minutes(r)} | `{r['file']}` |")
-    return ["## Optic disc: Drishti-GS1 training (50 images), DRIONS sample as a second test set, from scratch", "",
-            "| recipe | folds | out-of-fold mean Dice | median | std | presence F1 | DRIONS mean Dice (fold models, averaged) | "
-            "CPU min / fold: mean (fastest) | record |",
-            "|---|---|---|---|---|---|---|---|---|", *rows, ""] if rows else []
+        rows.append([recipe(r), str(r["folds"]), f"{cv['dice']['mean']:.4f}", f"{cv['dice']['median']:.4f}",
+                     f"{cv['dice']['std']:.4f}", f"{cv['presence_f1']:.3f}", drions, minutes(r), f"`{r['file']}`"])
+    return section("Optic disc: Drishti-GS1 training (50 images), DRIONS sample as a second test set, from scratch",
+                   ["recipe", "folds", "out-of-fold mean Dice", "median", "std", "presence F1",
+                    "DRIONS mean Dice (fold models, averaged)", FOLD_TIME, RECORD], rows)
 
 
 def speed() -> list[str]:
@@ -81,17 +90,16 @@ def speed() -> list[str]:
     if not path.is_file():
         return []
     record = json.loads(path.read_text())
-    rows = [f"| {r['task']} | {r['input']} ({r['image_size'][0]}x{r['image_size'][1]}) | {r['input_size']} | "
-            f"{r['zoom']} | {r['passes']:.0f} | {r['predict_seconds']:.3f} | {r['forward_seconds']:.3f} | "
-            f"**{r['ratio']:.2f}** |" for r in record["rows"]]
-    return ["## Prediction speed: `palm predict` end to end vs. the bare forward pass", "",
-            f"Per image, {record['images']} synthetic JPEGs per row, CPU, {record['torch_threads']} threads, "
-            "both measured in one run by `python benchmarks/predict_speed.py --out docs/results/speed.json`. "
-            "End to end = read and decode the file, resize, every network pass, decoding to original "
-            "pixels, writing the PALM files. The bare cost is the forward pass times the passes predict ran "
-            "(two with the refining pass). Target: ratio <= 1.2.", "",
-            "| task | input image | S | zoom | passes | predict s/img | forward s/img | ratio |",
-            "|---|---|---|---|---|---|---|---|", *rows, ""]
+    rows = [[r["task"], f"{r['input']} ({r['image_size'][0]}x{r['image_size'][1]})", str(r["input_size"]), str(r["zoom"]),
+             f"{r['passes']:.0f}", f"{r['predict_seconds']:.3f}", f"{r['forward_seconds']:.3f}", f"**{r['ratio']:.2f}**"]
+            for r in record["rows"]]
+    intro = (f"Per image, {record['images']} synthetic JPEGs per row, CPU, {record['torch_threads']} threads, "
+             "both measured in one run by `python benchmarks/predict_speed.py --out docs/results/speed.json`. "
+             "End to end = read and decode the file, resize, every network pass, decoding to original "
+             "pixels, writing the PALM files. The bare cost is the forward pass times the passes predict ran "
+             "(two with the refining pass). Target: ratio <= 1.2.")
+    return section("Prediction speed: `palm predict` end to end vs. the bare forward pass",
+                   ["task", "input image", "S", "zoom", "passes", "predict s/img", "forward s/img", "ratio"], rows, intro)
 
 
 def document() -> str:

@@ -121,7 +121,7 @@ def predict_command(task, input_dir, output_dir, checkpoint):
     from .predict import Predictor, predict_folder
 
     predictor = Predictor.load(checkpoint or Path("models") / f"{task}.pt", task=task)
-    failures = predict_folder(predictor, input_dir, output_dir)
+    failures = predict_folder(predictor, input_dir, output_dir).problems
     for line in failures:
         click.echo(f"failed: {line}", err=True)
     click.echo(f"wrote {task} predictions to {output_dir}")

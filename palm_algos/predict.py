@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torchvision.transforms import v2
@@ -62,7 +62,13 @@ class Predictor:
             return self.model(batch)[0].float().cpu()
 
 
-def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True) -> list[str]:
+class FolderRun(NamedTuple):
+    found: int  # images found under the input folder
+    predicted: int
+    problems: list[str]  # "path: problem" for every failed image and every skipped file
+
+
+def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True) -> FolderRun:
     """PALM batch mode: predict every image under ``input_dir`` and write the PALM files.
 
     A bad image is reported ("path: problem") and skipped, whatever went wrong with it; all
@@ -88,4 +94,4 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
         write_classification_csv(results, Path(output_dir))
     elif predictor.task == "fovea":
         write_fovea_csv(results, Path(output_dir))
-    return failures
+    return FolderRun(len(images), len(results), failures)

@@ -32,9 +32,9 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .cli import TASKS
 from .errors import PalmError
 
-TASKS = ("classification", "fovea", "disc")
 INPUT = Path("/input")
 OUTPUT = Path("/output")
 MODEL_DIRS = (Path("/opt/ml/model"), Path("/opt/app/model"))
@@ -175,17 +175,6 @@ def run_gc(predictor: Any, input_dir: Path, output_dir: Path, input_slug: str, o
     return target, value
 
 
-def run_palm(predictor: Any, input_dir: Path, output_dir: Path) -> tuple[int, int, list[str]]:
-    """PALM batch mode: (images found, images predicted, problem lines)."""
-    from .cases import list_images
-    from .predict import predict_folder
-
-    images, skipped = list_images(Path(input_dir))
-    failures = predict_folder(predictor, Path(input_dir), Path(output_dir), progress=sys.stderr.isatty())
-    failed = max(len(failures) - len(skipped), 0)
-    return len(images), len(images) - failed, failures
-
-
 def _describe(task: str, value: Any) -> str:
     if task == "classification":
         return f"PM likelihood {value:.4f}"
@@ -238,7 +227,9 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
             target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.output_slug)
             print(f"{name}: {_describe(task, value)}; wrote {target} in {time.monotonic() - start:.1f} s", flush=True)
             return 0
-        found, predicted, problems = run_palm(predictor, args.input, args.output)
+        from .predict import predict_folder
+
+        found, predicted, problems = predict_folder(predictor, args.input, args.output, progress=sys.stderr.isatty())
     except PalmError as exc:
         print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         return 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import click
@@ -21,7 +22,7 @@ import torch
 
 from evaluation import metrics
 from palm_algos.cases import read_cases
-from palm_algos.checkpoint import load_checkpoint
+from palm_algos.checkpoint import combine_checkpoints, load_checkpoint
 from palm_algos.predict import Predictor
 from palm_algos.tasks import get_task
 from palm_algos.train import TrainConfig, kfold_splits, last_path, train
@@ -62,6 +63,8 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--data", required=True, type=click.Path(path_type=Path))
 @click.option("--extra-test", type=click.Path(path_type=Path), help="Also score the fold models on this folder (mean over folds).")
 @click.option("--folds", default=5)
+@click.option("--members", default=1, help="> 1: each fold's model is the ensemble of the MEMBERS models that "
+                                          "`palm train --folds MEMBERS` trains on the fold's training part.")
 @click.option("--epochs", default=12)
 @click.option("--input-size", default=0)
 @click.option("--zoom", default=1, help="fovea/disc: train and predict with the refining pass (see palm train --help).")
@@ -73,44 +76,83 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--reuse", is_flag=True, help="Score the fold checkpoints already in --workdir instead of training "
                                             "(after a change to prediction only); training times come from their history.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, extra_test, folds, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse, out):
+def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse, out):
+    """Every variant is scored from the same fold models: the single model (for an ensemble,
+    each member, averaged), the ensemble, and both with flip TTA; the last is the recipe."""
     task_ = get_task(task)
     cases = [c for c in read_cases(data).cases if task_.usable(c)]
+    extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)] if extra_test else []
     config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
-    oof_cases, oof_pred, fold_records, extra = [], [], [], []
+    stem = f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
+    oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
     started = time.time()
     for k, (tr, va) in enumerate(kfold_splits(task_, cases, folds, seed)):
-        ckpt = workdir / f"{task}-{config.arch}-zoom{config.zoom}-fold{k}.pt"
         t0 = time.time()
-        if reuse:
-            seconds = trained_seconds(ckpt, config)
+        if members > 1:
+            paths = [workdir / f"{stem}-fold{k}-member{j}.pt" for j in range(members)]
+            for path, (inner_tr, inner_va) in zip(paths, kfold_splits(task_, tr, members, seed)):
+                if not reuse:  # as `palm train --folds`: each member keeps its best epoch on its inner fold
+                    train(task_, inner_tr, inner_va, config, path, progress=False)
+            seconds = sum(trained_seconds(p, config) for p in paths) if reuse else time.time() - t0
+            ckpt = workdir / f"{stem}-fold{k}-ensemble.pt"
+            combine_checkpoints(paths, ckpt)
+            variants = {f"member{j}": Predictor.load(p, task=task, tta=False) for j, p in enumerate(paths)}
+            variants.update({"ensemble": Predictor.load(ckpt, task=task, tta=False),
+                             "ensemble+tta": Predictor.load(ckpt, task=task, tta=True)})
         else:
-            train(task_, tr, [], config, ckpt, progress=False)  # no peeking: the fold model is the last epoch
-            seconds = time.time() - t0
-        predictor = Predictor.load(ckpt, task=task)
-        predictions = [predictor.predict(c.image) for c in va]
-        fold_score = score(task, va, predictions)
-        fold_records.append({"fold": k, "train_seconds": round(seconds, 1), "cases": len(va), **fold_score})
-        print(json.dumps(fold_records[-1]), flush=True)
+            ckpt = workdir / f"{stem}-fold{k}.pt"
+            if reuse:
+                seconds = trained_seconds(ckpt, config)
+            else:
+                train(task_, tr, [], config, ckpt, progress=False)  # no peeking: the fold model is the last epoch
+                seconds = time.time() - t0
+            variants = {"single": Predictor.load(ckpt, task=task, tta=False),
+                        "single+tta": Predictor.load(ckpt, task=task, tta=True)}
+        scores = {}
+        for name, predictor in variants.items():
+            predictions = [predictor.predict(c.image) for c in va]
+            oof_pred[name] += predictions
+            scores[name] = score(task, va, predictions)
+            if extra_cases:
+                extra[name].append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
+        recipe = list(variants)[-1]
+        fold_records.append({"fold": k, "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
+                             "variants": {n: v for n, v in scores.items() if n != recipe}})
+        print(json.dumps(fold_records[-1], default=float), flush=True)
         oof_cases += va
-        oof_pred += predictions
-        if extra_test:
-            extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)]
-            extra.append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
+    pooled = {name: score(task, oof_cases, predictions) for name, predictions in oof_pred.items()}
+    if members > 1:  # the single model: each member index pooled over the folds, then their mean
+        pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(members)]), **pooled}
+        extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(members)), []), **extra} if extra else extra
+    recipe = list(pooled)[-1]
     record = {
-        "task": task, "data": str(data), "folds": folds, "config": {k: v for k, v in vars(config).items() if k != "extra"},
-        "cross_validated": score(task, oof_cases, oof_pred),
+        "task": task, "data": str(data), "folds": folds, "members": members,
+        "config": {k: v for k, v in vars(config).items() if k != "extra"},
+        "cross_validated": pooled[recipe],
+        "recipe_variant": recipe,
+        "variants": pooled,
         "per_fold": fold_records,
         "mean_train_seconds_per_fold": round(float(np.mean([f["train_seconds"] for f in fold_records])), 1),
         "total_seconds": round(time.time() - started, 1),
         "torch_threads": torch.get_num_threads(),
     }
     if extra:
-        record["extra_test"] = {"data": str(extra_test), "per_fold": extra}
+        record["extra_test"] = {"data": str(extra_test), "per_fold": extra[recipe],
+                                "variants": {n: _mean_scores(v) for n, v in extra.items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    print(json.dumps(record["cross_validated"], indent=2, default=float))
+    print(json.dumps(record["variants"], indent=2, default=float))
+
+
+def _mean_scores(scores: list[dict]) -> dict:
+    """The mean of several score records, key by key (nested dicts and lists too)."""
+    first = scores[0]
+    if isinstance(first, dict):
+        return {k: _mean_scores([s[k] for s in scores]) for k in first}
+    if isinstance(first, list):
+        return [_mean_scores([s[i] for s in scores]) for i in range(len(first))]
+    return float(np.mean(scores))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class Case:
     label: int | None = None
     fovea: tuple[float, float] | None = None
     fovea_absent: bool = False
+    disc_centre: tuple[float, float] | None = None  # (x, y) in original pixels (IDRiD's OD markups)
     disc_mask: Path | None = None
     disc_is_dark: bool = True  # PALM BMP: disc = 0; soft maps and DRIONS: disc = bright
 
@@ -142,6 +143,8 @@ def _read_idrid(root: Path) -> CaseTable:
     cases = _cases_from_images(images, problems)
     for sheet in sorted(root.glob("*Fovea_Center_Markups.csv")):
         _apply_sheet(sheet, cases, problems)
+    for sheet in sorted(root.glob("*OD_Center_Markups.csv")):
+        _apply_sheet(sheet, cases, problems, point="disc_centre")
     return CaseTable(list(cases.values()), problems, "idrid")
 
 
@@ -231,7 +234,9 @@ def _number(value: object, where: str, column: str) -> float:
     return number
 
 
-def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str]) -> None:
+def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point: str = "fovea") -> None:
+    """Labels and positions from one sheet; ``point`` names what the x, y columns locate
+    ("fovea", or "disc_centre" for IDRiD's optic disc markups)."""
     if sheet.suffix.lower() == ".csv" and "markups" not in sheet.name.lower():
         head = sheet.read_text(errors="replace").split("\n", 1)[0].lower()
         if not any(a in _norm(head) for a in ("imgname", "fovea", "label")):
@@ -264,9 +269,12 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str]) -> No
                     raise DataError(f"{where}: Label must be 0 or 1, got {row.label!r}")
                 update["label"] = int(label)
             if "x" in frame.columns:
-                x = _number(row.x, where, "Fovea_X")
-                y = _number(row.y, where, "Fovea_Y")
-                if x == 0 and y == 0:
+                label_x, label_y = ("Fovea_X", "Fovea_Y") if point == "fovea" else ("X", "Y")
+                x = _number(row.x, where, label_x)
+                y = _number(row.y, where, label_y)
+                if point != "fovea":
+                    update[point] = None if x == 0 and y == 0 else (x, y)
+                elif x == 0 and y == 0:
                     update.update(fovea=None, fovea_absent=True)
                 else:
                     update.update(fovea=(x, y), fovea_absent=False)

@@ -15,6 +15,13 @@ import click
 from . import __version__
 from .errors import PalmError
 
+
+def world_rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
 TASKS = ("classification", "fovea", "disc")
 
 
@@ -102,6 +109,11 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
         metric = f"val_{task_.metric_name}"
         values = [b[metric] for b in summary if b and metric in b]
         click.echo(f"cross-validated {task_.metric_name}: mean {sum(values) / len(values):.4f} over {len(values)} folds")
+        if world_rank() == 0:
+            from .checkpoint import combine_checkpoints
+
+            combine_checkpoints([out.with_suffix(f".fold{k}.pt") for k in range(folds)], out)
+            click.echo(f"checkpoint: {out} (the ensemble of the {folds} fold models)")
         return
     tr, va = holdout_split(task_, usable, val_fraction, seed)
     result = train(task_, tr, va, config, out, resume=resume)
@@ -114,19 +126,37 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder of images (nested ok).")
 @click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Folder for the PALM files.")
 @click.option("--model", "checkpoint", default=None, type=click.Path(path_type=Path),
-              help="Checkpoint (default: models/<task>.pt).")
+              help="Checkpoint, one model or an ensemble (default: models/<task>.pt).")
+@click.option("--tta/--no-tta", default=None,
+              help="Average the prediction on the image and its mirror image (default: on where it pays; see docs/RESULTS.md).")
 @user_errors
-def predict_command(task, input_dir, output_dir, checkpoint):
+def predict_command(task, input_dir, output_dir, checkpoint, tta):
     """Predict TASK for every image in --input and write the PALM submission files."""
     from .predict import Predictor, predict_folder
 
-    predictor = Predictor.load(checkpoint or Path("models") / f"{task}.pt", task=task)
+    predictor = Predictor.load(checkpoint or Path("models") / f"{task}.pt", task=task, tta=tta)
     failures = predict_folder(predictor, input_dir, output_dir).problems
     for line in failures:
         click.echo(f"failed: {line}", err=True)
     click.echo(f"wrote {task} predictions to {output_dir}")
     if failures:
         raise click.ClickException(f"{len(failures)} image(s) could not be predicted; see the lines above")
+
+
+@main.command("ensemble")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def ensemble_command(out, checkpoints):
+    """Join CHECKPOINTS (fold or seed models of one task, architecture and input size) into one
+    ensemble checkpoint OUT, which `palm predict` and the containers use like any model.
+
+    `palm train --folds K` writes the ensemble of its fold models itself.
+    """
+    from .checkpoint import combine_checkpoints
+
+    meta = combine_checkpoints(list(checkpoints), out)
+    click.echo(f"wrote {out}: {meta['task']} ensemble of {meta['members']} {meta['arch']} models")
 
 
 @main.group()

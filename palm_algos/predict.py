@@ -14,6 +14,7 @@ from .cases import list_images
 from .checkpoint import load_checkpoint
 from .data import normalise, prepare_image, view_box
 from .errors import PalmError
+from .models.ensemble import Ensemble, FlipTTA
 from .tasks import get_task
 from .writers import write_classification_csv, write_disc_masks, write_fovea_csv
 
@@ -21,23 +22,34 @@ from .writers import write_classification_csv, write_disc_masks, write_fovea_csv
 class Predictor:
     """``Predictor.load(path).predict(image)`` -> PM risk | (x, y) | bool disc mask (H, W)."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device):
-        self.model, self.meta, self.device = model.eval(), meta, device
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device, tta: bool | None = None):
+        self.meta, self.device = meta, device
         self.task = meta["task"]
         self._task = get_task(self.task)
         self.input_size = int(meta["input_size"])
+        self.tta = self._task.tta_default if tta is None else tta
+        if self.tta:
+            model = FlipTTA(model, self._task.average, self._task.flip_back)
+        self.model = model.eval()
 
     @classmethod
-    def load(cls, checkpoint: Path, task: str | None = None, device: str | None = None) -> "Predictor":
+    def load(cls, checkpoint: Path, task: str | None = None, device: str | None = None,
+             tta: bool | None = None) -> "Predictor":
+        """A checkpoint (one model or an ensemble) ready to predict; ``tta`` None: the task's default."""
         ckpt = load_checkpoint(checkpoint, task=task)
         meta = ckpt["meta"]
-        model = get_task(meta["task"]).build_model(meta["arch"], pretrained="none")
+        task_ = get_task(meta["task"])
+        members = int(meta.get("members", 0))
+        model = task_.build_model(meta["arch"], pretrained="none")
+        if members:
+            model = Ensemble([model] + [task_.build_model(meta["arch"], pretrained="none") for _ in range(members - 1)],
+                             task_.average)
         try:
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError:
             raise PalmError(f"{checkpoint}: weights do not fit the {meta['arch']!r} architecture") from None
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return cls(model.to(dev), meta, dev)
+        return cls(model.to(dev), meta, dev, tta=tta)
 
     @torch.inference_mode()
     def predict(self, image: Path) -> Any:

@@ -100,6 +100,18 @@ class Task:
         ``big`` square image -> one output that ``decode`` reads."""
         raise NotImplementedError
 
+    # -- ensembles and test-time augmentation ----------------------------------------------
+    tta_default = True  # flip TTA on unless --no-tta; set from the cross-validation (docs/RESULTS.md)
+
+    def average(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(M, B, ...) raw outputs of M models or views -> (B, ...) one output of the same kind
+        that ``decode`` reads: mean probabilities for classes, mean positions for points."""
+        return torch.log(outputs.float().softmax(2).mean(0))  # softmax of this = the mean probabilities
+
+    def flip_back(self, output: torch.Tensor) -> torch.Tensor:
+        """A batch's raw output on horizontally flipped images -> as on the images themselves."""
+        raise NotImplementedError
+
 
 class ClassificationTask(Task):
     name, default_arch, default_input_size, metric_name = "classification", "resnet50", 224, "auc"
@@ -132,51 +144,83 @@ class ClassificationTask(Task):
     def decode(self, output, size):
         return float(output.float().softmax(-1)[..., 1])
 
+    def flip_back(self, output):
+        return output
+
 
 class FoveaTask(Task):
     name, default_arch, default_input_size, metric_name = "fovea", "vgg19-fused", 256, "mean_distance"
     higher_is_better = False
     archs = {"vgg19-fused": models.vgg19_fused, "vgg19": models.vgg19_regressor,
-             "resnet50": models.resnet50_regressor}
+             "resnet50": models.resnet50_regressor, "disc-fovea-heatmaps": models.disc_fovea_heatmaps}
+    disc_weight = 0.5  # share of the disc centre's distance in the joint model's loss
 
     def usable(self, case):
         return case.fovea is not None  # cases marked "no fovea visible" are never learned as a position
 
     # Positions are pixel indices (pixel centres at integers), as torchvision's keypoint flips
-    # assume; the normalised target (x + 0.5) / W is then the same at every input size.
+    # assume; the normalised target (x + 0.5) / W is then the same at every input size. The
+    # second point is the disc centre (NaN where the source has none), which only the joint
+    # model learns; the others read the first point alone.
     def target(self, case, input_size):
         w, h = case.size
-        x, y = case.fovea
-        return tv_tensors.KeyPoints([[(x + 0.5) * input_size / w - 0.5, (y + 0.5) * input_size / h - 0.5]],
-                                    canvas_size=(input_size, input_size), dtype=torch.float32)
+        points = [case.fovea, case.disc_centre or _mask_centre(case) or (math.nan, math.nan)]
+        return tv_tensors.KeyPoints([[(x + 0.5) * input_size / w - 0.5, (y + 0.5) * input_size / h - 0.5]
+                                     for x, y in points], canvas_size=(input_size, input_size), dtype=torch.float32)
 
     def augmentation(self):
-        return [v2.RandomHorizontalFlip(), v2.RandomRotation(20),
+        return [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.9, 1.1)),
                 v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
                 v2.ToDtype(torch.float32, scale=True)]
 
     def to_tensor(self, target):
         size = target.canvas_size[1]
-        return (target.as_subclass(torch.Tensor).reshape(2) + 0.5) / size
+        return (target.as_subclass(torch.Tensor).reshape(-1) + 0.5) / size
 
     def loss(self, output, target):
-        return euclidean_loss(output, target)
+        output, target = output.float(), target.float()
+        loss = euclidean_loss(output[:, :2], target[:, :2])
+        if output.shape[1] == 4:  # the joint model: the disc centre too, where it is known
+            known = target[:, 2:].isfinite().all(1)
+            if known.any():
+                loss = loss + self.disc_weight * euclidean_loss(output[known, 2:], target[known, 2:])
+        return loss
 
     def metrics(self, outputs, targets):
-        d = torch.linalg.vector_norm(outputs.float() - targets.float(), dim=1)
+        d = torch.linalg.vector_norm(outputs[:, :2].float() - targets[:, :2].float(), dim=1)
         return {"mean_distance": float(d.mean()), "median_distance": float(d.median()),
-                "loss": float(d.mean())}
+                "loss": float(self.loss(outputs, targets))}
 
     def decode(self, output, size):
-        x, y = output.float().reshape(2).tolist()
+        x, y = output.float().reshape(-1)[:2].tolist()
         return (x * size[0] - 0.5, y * size[1] - 0.5)
 
     def view_centre(self, output):
-        return tuple(output.float().reshape(2).tolist())
+        return tuple(output.float().reshape(-1)[:2].tolist())
 
     def merge(self, first, window, box, big):
-        left, top, size = box  # the window's estimate wins; the first pass only aimed it
-        return (torch.tensor([left, top], dtype=torch.float32) + window.float().reshape(2) * size) / big
+        left, top, size = box  # the window's estimates win; the first pass only aimed it
+        return (torch.tensor([left, top], dtype=torch.float32).repeat(len(window) // 2) + window.float() * size) / big
+
+    def average(self, outputs):
+        return outputs.float().mean(0)
+
+    def flip_back(self, output):
+        points = output.float().clone()
+        points[:, 0::2] = 1 - points[:, 0::2]  # x of every point; (x + 0.5) / W mirrors to 1 - that
+        return points
+
+
+def _mask_centre(case: Case) -> tuple[float, float] | None:
+    """The disc mask's centroid in original pixels (PALM ships masks, not centres)."""
+    if case.disc_mask is None:
+        return None
+    disc = case.read_disc()
+    if not disc.any():
+        return None
+    rows, cols = np.nonzero(disc)
+    sx, sy = case.size[0] / disc.shape[1], case.size[1] / disc.shape[0]
+    return ((cols.mean() + 0.5) * sx - 0.5, (rows.mean() + 0.5) * sy - 0.5)
 
 
 def euclidean_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -226,6 +270,9 @@ class DiscTask(Task):
         prob = torch.where(keep, prob.clamp(min=0.51), prob.clamp(max=0.49))
         prob = F.interpolate(prob[None, None], size=(size[1], size[0]), mode="bilinear", align_corners=False)
         return (prob[0, 0] > 0.5).numpy()
+
+    def flip_back(self, output):
+        return output.flip(-1)
 
     def view_centre(self, output):
         from .postprocess import clean_disc

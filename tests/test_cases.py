@@ -45,6 +45,9 @@ def test_real_palm224(palm224):
 def test_real_idrid(idrid):
     table = read_cases(idrid)
     assert (len(table), table.layout, table.problems) == (69, "idrid", [])
+    first = table.by_name()["IDRiD_001"]  # IDRiD_OD_Center_Markups.csv: IDRiD_001,651,1453
+    assert first.disc_centre == (651.0, 1453.0) and first.fovea == (1914.0, 1617.0)
+    assert all(c.disc_centre is not None for c in table.cases)
     assert all(c.fovea is not None for c in table.cases)
     case = table.by_name()["IDRiD_001"]
     assert case.fovea == (1914, 1617) and case.size == (4288, 2848)

@@ -90,12 +90,46 @@ def test_cli_reports_left_out_cases(tmp_path):
     assert "left out: 1 case(s) marked 'no fovea visible'" in result.output
 
 
-@pytest.mark.parametrize("arch", ["vgg19-fused", "vgg19", "resnet50"])
-def test_every_architecture_regresses_into_the_unit_square(arch):
+@pytest.mark.parametrize("arch, points", [("vgg19-fused", 1), ("vgg19", 1), ("resnet50", 1), ("disc-fovea-heatmaps", 2)])
+def test_every_architecture_regresses_into_the_unit_square(arch, points):
     model = TASK.build_model(arch, "none").eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, 64, 64))
-    assert out.shape == (2, 2) and bool(((out >= 0) & (out <= 1)).all())
+    assert out.shape == (2, 2 * points) and bool(((out >= 0) & (out <= 1)).all())
+
+
+@pytest.mark.parametrize("size", [(4288, 2848), (2124, 2056), (300, 500)])
+def test_joint_target_round_trip_in_original_pixels_through_flip_and_back(tmp_path, size):
+    """Fovea and disc centre: original pixels -> input-size key points -> normalised target ->
+    (mirror image, flip_back) -> original pixels again."""
+    w, h = size
+    case = replace(spot_image(tmp_path, size, (int(w * 0.62), int(h * 0.41))), disc_centre=(w * 0.2 + 0.3, h * 0.55))
+    for s in (64, 192, 256):
+        target = TASK.target(case, s)
+        normalised = TASK.to_tensor(target)
+        assert normalised.shape == (4,)
+        assert np.allclose(TASK.decode(normalised, size), case.fovea, atol=1e-2)
+        assert np.allclose(TASK.decode(normalised[2:], size), case.disc_centre, atol=1e-2)
+        image = tv_tensors.Image(torch.zeros(3, s, s, dtype=torch.uint8))
+        _, mirrored = v2.RandomHorizontalFlip(p=1)(image, target)
+        back = TASK.flip_back(TASK.to_tensor(mirrored)[None])[0]
+        assert torch.allclose(back, normalised, atol=1e-5)
+
+
+def test_disc_centre_comes_from_the_mask_where_no_markup_gives_it(synth_example):
+    case = next(c for c in read_cases(synth_example).cases if c.disc_mask is not None and c.fovea is not None)
+    rows, cols = np.nonzero(case.read_disc())
+    target = TASK.to_tensor(TASK.target(case, 64))
+    assert target[2:].tolist() == pytest.approx([(cols.mean() + 0.5) / case.size[0], (rows.mean() + 0.5) / case.size[1]],
+                                                abs=1e-4)
+
+
+def test_the_joint_loss_learns_the_disc_only_where_it_is_known():
+    output = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.9, 0.9]])
+    known = torch.tensor([[0.5, 0.8, 0.2, 0.6], [0.5, 0.8, float("nan"), float("nan")]])
+    assert TASK.loss(output, known).item() == pytest.approx(0.3 + TASK.disc_weight * 0.4)
+    assert TASK.loss(output[:, :2], known).item() == pytest.approx(0.3)  # one-point models: the fovea alone
+    assert TASK.metrics(output, known)["mean_distance"] == pytest.approx(0.3)
 
 
 def test_tiny_real_training_run_on_idrid(idrid, tmp_path):
@@ -121,4 +155,20 @@ def test_tiny_real_training_run_on_idrid(idrid, tmp_path):
 def test_dataset_targets_are_normalised_positions(idrid):
     case = read_cases(idrid).by_name()["IDRiD_001"]
     _, target = CaseDataset(TASK, [case], 64, train=False, progress=False)[0]
-    assert target.tolist() == pytest.approx([1914.5 / 4288, 1617.5 / 2848], abs=1e-5)
+    assert target.tolist() == pytest.approx([1914.5 / 4288, 1617.5 / 2848, 651.5 / 4288, 1453.5 / 2848], abs=1e-5)
+
+
+def test_palm_train_folds_writes_the_ensemble_of_its_fold_models(tmp_path):
+    from palm_algos.checkpoint import load_checkpoint
+    from palm_algos.synth import write_palm_example
+
+    folder = write_palm_example(tmp_path / "ex", count=8, size=(96, 96), seed=3)
+    out = tmp_path / "f.pt"
+    result = CliRunner().invoke(main, ["train", "fovea", "--data", str(folder), "--out", str(out), "--folds", "2",
+                                       "--arch", "disc-fovea-heatmaps", "--pretrained", "none", "--epochs", "1",
+                                       "--input-size", "32", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert f"checkpoint: {out} (the ensemble of the 2 fold models)" in result.output
+    meta = load_checkpoint(out, task="fovea")["meta"]
+    assert meta["members"] == 2 and meta["arch"] == "disc-fovea-heatmaps"
+    assert (tmp_path / "f.fold0.pt").is_file() and (tmp_path / "f.fold1.pt").is_file()

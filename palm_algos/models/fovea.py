@@ -1,8 +1,10 @@
-"""Fovea localisers: the paper's VGG19 with fused block-4/5 features, and the two plain baselines.
+"""Fovea localisers: the paper's VGG19 with fused block-4/5 features, the two plain baselines,
+and (beyond the paper) a U-Net that finds the fovea together with the optic disc.
 
-All three return the fovea as (x, y) normalised to [0, 1] by the input width and height, so
-one Euclidean loss and one decoding serve them all. VGG19 is torchvision's batch-normalised
-variant: the plain one does not train from scratch, and its ImageNet weights exist too.
+All return the fovea as (x, y) normalised to [0, 1] by the input width and height, so one
+Euclidean loss and one decoding serve them all; the joint model appends the disc centre as a
+second (x, y). VGG19 is torchvision's batch-normalised variant: the plain one does not train
+from scratch, and its ImageNet weights exist too.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import ResNet50_Weights, VGG19_BN_Weights, resnet50, vgg19_bn
+from torchvision.models import ResNet34_Weights, ResNet50_Weights, VGG19_BN_Weights, resnet34, resnet50, vgg19_bn
+from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from .disc import DecoderBlock
 from .pretrained import load_backbone
 
 
@@ -55,6 +59,43 @@ class GlobalRegressor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class DiscFoveaHeatmaps(nn.Module):
+    """Two heat maps at 1/4 of the input, fovea and optic disc centre, each read out by
+    soft-argmax: (B, 4) = fovea (x, y), disc (x, y).
+
+    The anatomy is what makes the fovea findable from few images: the disc is the brightest,
+    most distinct structure, and the fovea lies about 2.5 disc diameters temporal to it. The
+    encoder (ResNet34) and ASPP see the whole image, so learning the disc alongside teaches the
+    fovea map where to look; the decoder brings the maps back to stride 4 for precision.
+    """
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        e = encoder
+        self.stem = nn.Sequential(e.conv1, e.bn1, e.relu, e.maxpool)  # 1/4, 64 ch
+        self.layer1, self.layer2, self.layer3, self.layer4 = e.layer1, e.layer2, e.layer3, e.layer4
+        self.aspp = ASPP(512, [2, 4, 6], 256)  # at 1/32 of a 256 px input the map is 8 x 8
+        self.dec4 = DecoderBlock(256, 256, 128)  # 1/16, lateral layer3
+        self.dec3 = DecoderBlock(128, 128, 64)  # 1/8, lateral layer2
+        self.dec2 = DecoderBlock(64, 64, 64)  # 1/4, lateral layer1
+        self.head = nn.Conv2d(64, 2, 1)
+
+    def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+        s2 = self.layer1(self.stem(x))
+        s3 = self.layer2(s2)
+        s4 = self.layer3(s3)
+        d = self.dec4(self.aspp(self.layer4(s4)), s4)
+        return self.head(self.dec2(self.dec3(d, s3), s2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heat = self.heatmaps(x)
+        return torch.cat([soft_argmax(heat[:, :1]), soft_argmax(heat[:, 1:])], dim=1)
+
+
+def disc_fovea_heatmaps(pretrained: str | None = "imagenet") -> nn.Module:
+    return DiscFoveaHeatmaps(load_backbone(resnet34(), pretrained, ResNet34_Weights.IMAGENET1K_V1))
 
 
 def vgg19_fused(pretrained: str | None = "imagenet") -> nn.Module:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import click
@@ -18,8 +19,6 @@ from .errors import PalmError
 
 def world_rank() -> int:
     """This process's rank under torchrun (0 otherwise)."""
-    import os
-
     return int(os.environ.get("RANK", "0"))
 
 TASKS = ("classification", "fovea", "disc")

@@ -180,8 +180,9 @@ class FoveaTask(Task):
     def loss(self, output, target):
         output, target = output.float(), target.float()
         loss = euclidean_loss(output[:, :2], target[:, :2])
-        if output.shape[1] == 4:  # the joint model: the disc centre too, where it is known
-            known = target[:, 2:].isfinite().all(1)
+        if output.shape[1] == 4:  # the joint model: the disc centre too, where it is known and in view
+            disc = target[:, 2:]
+            known = disc.isfinite().all(1) & (disc >= 0).all(1) & (disc <= 1).all(1)
             if known.any():
                 loss = loss + self.disc_weight * euclidean_loss(output[known, 2:], target[known, 2:])
         return loss

@@ -129,6 +129,9 @@ def test_the_joint_loss_learns_the_disc_only_where_it_is_known():
     known = torch.tensor([[0.5, 0.8, 0.2, 0.6], [0.5, 0.8, float("nan"), float("nan")]])
     assert TASK.loss(output, known).item() == pytest.approx(0.3 + TASK.disc_weight * 0.4)
     assert TASK.loss(output[:, :2], known).item() == pytest.approx(0.3)  # one-point models: the fovea alone
+    outside = known.clone()
+    outside[0, 2] = -0.1  # a refining window that does not hold the disc: only the fovea is learned
+    assert TASK.loss(output, outside).item() == pytest.approx(0.3)
     assert TASK.metrics(output, known)["mean_distance"] == pytest.approx(0.3)
 
 

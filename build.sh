@@ -35,14 +35,16 @@ usage: ./build.sh COMMAND
            present), and palm-evaluation (no torch). Sets up what it needs first, cached for
            later runs: a Docker daemon, the base image (python:3.11-slim, or a Debian bookworm
            image made with debootstrap when Docker Hub is out of reach) and ./wheelhouse
-           (pip download on this machine; image builds run with --network none).
+           (pip download on this machine of the wheels the base image's Python and glibc
+           install; image builds run with --network none).
   test     Run every image under --network none --read-only --cap-drop=ALL ... with /input
            read-only, in PALM batch mode and grand-challenge mode (a full-resolution
            2124x2056 image and a broken image included), and check the outputs with
            pytest -m docker tests/test_containers.py. Models: models/<task>.pt, else tiny ones
            trained on synthetic data (1 epoch, --pretrained none) in build/containers/models.
-  export   Write export/palm-<name>.tar.gz (docker save | gzip) for each image, and
-           export/<task>-model.tar.gz (the checkpoint, for grand-challenge's model upload).
+  export   Write export/palm-<name>.tar.gz (docker save | gzip; palm-<name>-<tag>.tar.gz when
+           PALM_TAG is not latest) for each image, and export/<task>-model.tar.gz (the
+           checkpoint, for grand-challenge's model upload).
   demo     Build, make the synthetic example (example/, palm data synth), train quick models
            when models/ has none (saying so), run the three algorithm containers on it in
            grand-challenge mode (PALM_DEMO_JOBS images, default 8, one run each) and score
@@ -54,9 +56,13 @@ Environment:
   PALM_BASE_IMAGE   base of every image (default: python:3.11-slim if present or pullable,
                     else $LOCAL_BASE made with debootstrap)
   PALM_TORCH        cpu | cuda | auto (default auto: a CPU-only torch wheel from /opt/wheels
-                    or PALM_TORCH_WHEEL when there is one, else pyproject's CUDA torch pin)
+                    or PALM_TORCH_WHEEL when there is one, else pyproject's CUDA torch pin).
+                    Each has its own wheelhouse (wheelhouse/torch-cpu, wheelhouse/torch-cuda).
+                    The CUDA image runs on CPU-only machines too, so "test" checks it here:
+                      PALM_TORCH=cuda PALM_TAG=cuda ./build.sh test
   PALM_TORCH_WHEEL  path of a CPU torch wheel to use
-  PALM_TAG          image tag (default latest)
+  PALM_TAG          image tag (default latest); PALM_TAG=cuda keeps the CUDA images beside
+                    the CPU ones (palm-*:cuda and palm-*:latest)
   PALM_PYTHON       host Python with palm and pytest (default .venv/bin/python, else python3)
   PALM_DEMO_JOBS    images the demo runs as grand-challenge jobs (default 8)
 EOF
@@ -126,6 +132,12 @@ ensure_base_image() {
 }
 
 # -- wheelhouse --------------------------------------------------------------------------------
+#
+# wheelhouse/core         everything but torch (pyproject's dependencies + setuptools to build palm)
+# wheelhouse/torch-cpu    a CPU-only torch wheel + torchvision and their dependencies
+# wheelhouse/torch-cuda   pyproject's torch pin (the CUDA build: nvidia-*, triton) + torchvision
+# Each folder has its own stamp (.complete: a hash of its requirement lines and target
+# platforms), so the two torch builds never evict each other.
 
 host_python() {
     if [ -n "${PALM_PYTHON:-}" ]; then echo "$PALM_PYTHON"
@@ -133,64 +145,121 @@ host_python() {
     else command -v python3; fi
 }
 
-torch_requirements() {
-    # Prints the torch + torchvision requirement lines (a wheel path for a local CPU torch).
-    local flavour=${PALM_TORCH:-auto} wheel=${PALM_TORCH_WHEEL:-}
-    if [ "$flavour" != cuda ] && [ -z "$wheel" ]; then
+choose_torch() {
+    # Sets TORCH_FLAVOUR (cpu | cuda) and TORCH_LINES (torch + torchvision requirement lines; a
+    # wheel path for a local CPU torch).
+    local want=${PALM_TORCH:-auto} wheel=${PALM_TORCH_WHEEL:-}
+    case $want in auto|cpu|cuda) ;; *) die "PALM_TORCH=$want: use cpu, cuda or auto" ;; esac
+    if [ "$want" != cuda ] && [ -z "$wheel" ]; then
         wheel=$(ls /opt/wheels/torch-*+cpu-cp311-*x86_64.whl 2>/dev/null | sort -V | tail -1 || true)
     fi
-    if [ "$flavour" = cpu ] && [ -z "$wheel" ]; then die "PALM_TORCH=cpu but no CPU torch wheel (set PALM_TORCH_WHEEL)"; fi
-    if [ "$flavour" != cuda ] && [ -n "$wheel" ]; then
+    if [ "$want" = cpu ] && [ -z "$wheel" ]; then die "PALM_TORCH=cpu but no CPU torch wheel (set PALM_TORCH_WHEEL)"; fi
+    if [ "$want" != cuda ] && [ -n "$wheel" ]; then
+        [ -f "$wheel" ] || die "PALM_TORCH_WHEEL=$wheel: no such file"
         # torch 2.M.p pairs with torchvision 0.(M+15).p
         local version minor patch
         version=$(basename "$wheel" | cut -d- -f2)            # 2.13.0+cpu
         minor=$(echo "$version" | cut -d. -f2); patch=$(echo "${version%%+*}" | cut -d. -f3)
-        echo "$wheel"
-        echo "torchvision==0.$((minor + 15)).$patch"
+        TORCH_FLAVOUR=cpu
+        TORCH_LINES="$wheel"$'\n'"torchvision==0.$((minor + 15)).$patch"
     else
-        python3 containers/tools/project_deps.py pyproject.toml --extra models
+        TORCH_FLAVOUR=cuda
+        TORCH_LINES=$(python3 containers/tools/project_deps.py pyproject.toml --extra models)
     fi
 }
 
+wheel_target() {
+    # Sets WHEEL_TARGET: pip download's options for wheels that install in the base image: CPython
+    # 3.11, x86_64 and every manylinux tag its glibc accepts (2.36 on Debian bookworm, the local
+    # base; nvidia-cudnn-cu13, for one, ships only manylinux_2_27 wheels).
+    local glibc minor x
+    glibc=$(docker run --rm --network none --entrypoint python3 "$BASE" -c \
+        'import platform; print(platform.libc_ver()[1])' 2>/dev/null) || true
+    minor=${glibc#2.}
+    [[ $glibc = 2.* && $minor =~ ^[0-9]+$ && $minor -ge 17 ]] \
+        || die "cannot read the glibc version of $BASE (got '${glibc}'); its python3 must run and be glibc >= 2.17"
+    GLIBC_MINOR=$minor
+    WHEEL_TARGET=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none)
+    for ((x = minor; x >= 17; x--)); do WHEEL_TARGET+=(--platform "manylinux_2_${x}_x86_64"); done
+    WHEEL_TARGET+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64
+                   --platform linux_x86_64 --platform any)
+}
+
+fetch_failure() {
+    # One line from pip download's log $1: which requirement could not be fetched, and why.
+    local log=$1 req versions more=""
+    req=$(sed -n 's/^ERROR: No matching distribution found for //p' "$log" | tail -1)
+    if grep -qE 'NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|Max retries exceeded' "$log"; then
+        echo "cannot fetch ${req:-the wheels}: the package index is out of reach (log: $log)"
+    elif [ -n "$req" ]; then
+        versions=$(sed -n 's/^ERROR: Could not find a version that satisfies the requirement .* (from versions: \(.*\))$/\1/p' "$log" | tail -1)
+        if [ "$(echo "$versions" | tr ',' '\n' | wc -l)" -gt 4 ]; then more="..., "; fi
+        versions=$(echo "$versions" | tr ',' '\n' | tail -4 | tr -d ' ' | paste -sd, - | sed 's/,/, /g')
+        echo "cannot fetch $req: the index has no wheel of it for CPython 3.11, x86_64, manylinux_2_17..2_$GLIBC_MINOR (the base image has glibc 2.$GLIBC_MINOR); versions with one: ${more}${versions:-none} (log: $log)"
+    else
+        echo "pip download failed: $(grep '^ERROR:' "$log" | tail -1 | cut -c8-300) (log: $log)"
+    fi
+}
+
+fill_folder() {
+    # fill_folder DIR WHAT REQUIREMENT...: pip download into DIR unless its stamp says it is filled.
+    local dir=$1 what=$2 stamp log t0=$(date +%s); shift 2
+    stamp=$(printf '%s\n' "$@" "${WHEEL_TARGET[@]}" | sha256sum | cut -c1-16)
+    [ "$(cat "$dir/.complete" 2>/dev/null)" = "$stamp" ] && return
+    log=$WORK/wheelhouse-$(basename "$dir").log
+    say "filling ${dir#"$ROOT/"} (pip download: $what; CPython 3.11, x86_64 manylinux_2_17..2_$GLIBC_MINOR wheels)"
+    mkdir -p "$dir"
+    rm -f "$dir/.complete"
+    "$(host_python)" -m pip download --disable-pip-version-check --progress-bar off -d "$dir" \
+        "${WHEEL_TARGET[@]}" "$@" >"$log" 2>&1 || die "$(fetch_failure "$log")"
+    echo "$stamp" >"$dir/.complete"
+    say "${dir#"$ROOT/"}: $(du -sh "$dir" | cut -f1) in $(( $(date +%s) - t0 )) s"
+}
+
 ensure_wheelhouse() {
-    local py torch_lines stamp
-    py=$(host_python)
-    torch_lines=$(torch_requirements)
-    stamp=$( { python3 containers/tools/project_deps.py pyproject.toml; python3 containers/tools/project_deps.py pyproject.toml --build-system; echo "$torch_lines"; } | sha256sum | cut -c1-16)
-    if [ "$(cat "$WHEELHOUSE/.complete" 2>/dev/null)" = "$stamp" ]; then return; fi
-    say "filling $WHEELHOUSE (pip download: cp311 manylinux wheels; torch: $(echo "$torch_lines" | head -1 | xargs basename))"
-    local t0=$(date +%s)
-    mkdir -p "$WHEELHOUSE"
-    local target=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none
-                  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
-                  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform linux_x86_64 --platform any)
-    "$py" -m pip download -q --disable-pip-version-check -d "$WHEELHOUSE" "${target[@]}" \
+    choose_torch
+    wheel_target
+    if [ -f "$WHEELHOUSE/.complete" ]; then  # the one-folder layout of earlier versions
+        say "moving to the per-flavour wheelhouse layout: removing the wheels at the top of ${WHEELHOUSE#"$ROOT/"}"
+        rm -f "$WHEELHOUSE"/*.whl "$WHEELHOUSE/.complete" "$WHEELHOUSE/torch-requirements.txt"
+    fi
+    # shellcheck disable=SC2046
+    fill_folder "$WHEELHOUSE/core" "pyproject's dependencies and setuptools" \
         $(python3 containers/tools/project_deps.py pyproject.toml) \
-        $(python3 containers/tools/project_deps.py pyproject.toml --build-system) 2>&1 | grep -v '^WARNING: Location' >&2 || true
+        $(python3 containers/tools/project_deps.py pyproject.toml --build-system)
+    local dir=$WHEELHOUSE/torch-$TORCH_FLAVOUR spec line name
     # shellcheck disable=SC2086
-    "$py" -m pip download -q --disable-pip-version-check -d "$WHEELHOUSE" "${target[@]}" \
-        $torch_lines 2>&1 | grep -v '^WARNING: Location' >&2 || true
-    # Name what the torch layer installs: package==version from the wheels just fetched.
-    local spec line name
-    : >"$WHEELHOUSE/torch-requirements.txt"
+    fill_folder "$dir" "$TORCH_FLAVOUR torch: $(echo "$TORCH_LINES" | xargs -n1 basename | paste -sd' ' -)" $TORCH_LINES
+    # Name what the torch layer installs: package==version (a wheel path becomes its pin).
     while read -r line; do
         if [ -f "$line" ]; then
             name=$(basename "$line"); spec="torch==$(echo "$name" | cut -d- -f2)"
-            [ -f "$WHEELHOUSE/$name" ] || die "pip download did not fetch $line"
+            [ -f "$dir/$name" ] || die "pip download did not fetch $line; remove ${dir#"$ROOT/"} and retry"
         else spec=$line; fi
-        echo "$spec" >>"$WHEELHOUSE/torch-requirements.txt"
-    done <<<"$torch_lines"
-    # pip download says nothing when one requirement fails: check they all resolve offline.
-    "$py" -m pip download -q --disable-pip-version-check --no-index --find-links "$WHEELHOUSE" -d "$WORK/wheel-check" \
-        "${target[@]}" $(python3 containers/tools/project_deps.py pyproject.toml) \
-        -r "$WHEELHOUSE/torch-requirements.txt" >/dev/null 2>&1 \
-        || die "the wheelhouse is incomplete (pip download failed above?); remove $WHEELHOUSE and retry"
-    rm -rf "$WORK/wheel-check"
-    echo "$stamp" >"$WHEELHOUSE/.complete"
-    say "wheelhouse: $(du -sh "$WHEELHOUSE" | cut -f1) in $(( $(date +%s) - t0 )) s"
+        echo "$spec"
+    done <<<"$TORCH_LINES" >"$dir/torch-requirements.txt"
 }
 
 # -- build -------------------------------------------------------------------------------------
+
+stage_torch_base() {
+    # Sets TORCH_CONTEXT: palm-torch-base's build context, what containers/base/Dockerfile uses
+    # laid out as in the repository, with wheelhouse/torch = wheelhouse/torch-$TORCH_FLAVOUR.
+    # Hard links, so it costs nothing; one folder per torch build, because BuildKit keeps one
+    # copy per context folder and would otherwise copy the 3 GB CUDA wheelhouse at every build.
+    TORCH_CONTEXT=$WORK/context/torch-base-$TORCH_FLAVOUR
+    local link=-al attempt
+    for attempt in 1 2; do
+        rm -rf "$TORCH_CONTEXT"; mkdir -p "$TORCH_CONTEXT/containers" "$TORCH_CONTEXT/wheelhouse"
+        cp $link .dockerignore pyproject.toml palm_algos evaluation "$TORCH_CONTEXT/" 2>/dev/null \
+            && cp $link containers/tools "$TORCH_CONTEXT/containers/" 2>/dev/null \
+            && cp $link "$WHEELHOUSE/core" "$TORCH_CONTEXT/wheelhouse/core" 2>/dev/null \
+            && cp $link "$WHEELHOUSE/torch-$TORCH_FLAVOUR" "$TORCH_CONTEXT/wheelhouse/torch" 2>/dev/null \
+            && return
+        link=-a  # no hard links across file systems: copy
+    done
+    die "cannot stage the palm-torch-base build context in $TORCH_CONTEXT"
+}
 
 image_size() { docker image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
@@ -200,13 +269,15 @@ cmd_build() {
     ensure_base_image
     ensure_wheelhouse
     local t0 task ctx
-    say "base image: $BASE"
+    say "base image: $BASE; torch: $TORCH_FLAVOUR (${WHEELHOUSE#"$ROOT/"}/torch-$TORCH_FLAVOUR); tag: $TAG"
     t0=$(date +%s)
     docker_build --build-arg BASE_IMAGE="$BASE" -f containers/evaluation/Dockerfile -t "$(image evaluation)" . \
         >"$WORK/build-evaluation.log" 2>&1 || { tail -30 "$WORK/build-evaluation.log" >&2; die "building $(image evaluation) failed (log: $WORK/build-evaluation.log)"; }
     say "built $(image evaluation) in $(( $(date +%s) - t0 )) s"
     t0=$(date +%s)
-    docker_build --build-arg BASE_IMAGE="$BASE" -f containers/base/Dockerfile -t "$(image torch-base)" . \
+    stage_torch_base
+    docker_build --build-arg BASE_IMAGE="$BASE" --label palm.torch="$TORCH_FLAVOUR" \
+        -f "$ROOT/containers/base/Dockerfile" -t "$(image torch-base)" "$TORCH_CONTEXT" \
         >"$WORK/build-torch-base.log" 2>&1 || { tail -30 "$WORK/build-torch-base.log" >&2; die "building $(image torch-base) failed (log: $WORK/build-torch-base.log)"; }
     say "built $(image torch-base) in $(( $(date +%s) - t0 )) s"
     for task in "${TASKS[@]}"; do
@@ -277,9 +348,9 @@ cmd_test() {
     "$py" -c "import pytest, palm_algos, SimpleITK" 2>/dev/null \
         || die "$py lacks pytest/palm/SimpleITK: pip install -e '.[dev]' (or set PALM_PYTHON)"
     say "running tests/test_containers.py"
-    PALM_DOCKER_TESTS=1 PALM_TAG=$TAG PALM_TEST_MODELS="$WORK/models" PALM_TEST_WORK="$WORK/test" \
+    PALM_DOCKER_TESTS=1 PALM_TAG=$TAG PALM_TEST_TORCH=$TORCH_FLAVOUR PALM_TEST_MODELS="$WORK/models" PALM_TEST_WORK="$WORK/test" \
         "$py" -m pytest -q -m docker -p no:cacheprovider tests/test_containers.py "$@"
-    say "container tests finished in $(( $(date +%s) - t0 )) s"
+    say "container tests of the $TAG images ($TORCH_FLAVOUR torch) finished in $(( $(date +%s) - t0 )) s"
 }
 
 # -- export --------------------------------------------------------------------------------------
@@ -288,11 +359,13 @@ cmd_export() {
     ensure_built
     mkdir -p "$EXPORT"
     local name task t0
+    local suffix=""
+    [ "$TAG" = latest ] || suffix=-$TAG      # export/palm-<name>-cuda.tar.gz beside the CPU ones
     for name in evaluation "${TASKS[@]}"; do
         t0=$(date +%s)
-        docker save "$(image "$name")" | gzip -1 >"$EXPORT/palm-$name.tar.gz.tmp"
-        mv "$EXPORT/palm-$name.tar.gz.tmp" "$EXPORT/palm-$name.tar.gz"
-        say "export/palm-$name.tar.gz: $(du -h "$EXPORT/palm-$name.tar.gz" | cut -f1) in $(( $(date +%s) - t0 )) s"
+        docker save "$(image "$name")" | gzip -1 >"$EXPORT/palm-$name$suffix.tar.gz.tmp"
+        mv "$EXPORT/palm-$name$suffix.tar.gz.tmp" "$EXPORT/palm-$name$suffix.tar.gz"
+        say "export/palm-$name$suffix.tar.gz: $(du -h "$EXPORT/palm-$name$suffix.tar.gz" | cut -f1) in $(( $(date +%s) - t0 )) s"
     done
     for task in "${TASKS[@]}"; do
         if [ -f "models/$task.pt" ]; then

@@ -175,6 +175,22 @@ def test_evaluation_image_has_no_torch():
     assert result.stdout.strip() == "True", result.stderr
 
 
+def test_torch_build_is_the_one_asked_for():
+    """PALM_TEST_TORCH (./build.sh test sets it from PALM_TORCH) names the torch build the images
+    must hold. The CUDA build imports and runs on a CPU-only machine, so the same tests check it."""
+    want = os.environ.get("PALM_TEST_TORCH")
+    if want not in ("cpu", "cuda"):
+        pytest.skip("PALM_TEST_TORCH not set (./build.sh test sets it)")
+    labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image("torch-base")).stdout)
+    assert (labels or {}).get("palm.torch") == want
+    result = docker("run", *RUN_FLAGS, "--entrypoint", "python3", image("classification"), "-c",
+                    "import torch, torchvision; print(torch.version.cuda or 'cpu', torch.cuda.is_available())")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cuda, available = result.stdout.split()
+    assert (cuda != "cpu") == (want == "cuda"), result.stdout
+    assert available == "False"  # no GPU under docker run here: the tests above ran on the CPU
+
+
 def test_algorithm_images_share_the_torch_base():
     def layers(name):
         return json.loads(docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image(name)).stdout)

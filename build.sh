@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # palm container images: build, test, export, demo.   ./build.sh help
 #
-# Everything it needs it sets up itself (Docker daemon, an offline base image, a wheelhouse) and
-# caches what is expensive: the base image lives in Docker, the wheels in ./wheelhouse.
+# Everything it needs it sets up itself (Docker daemon, an offline base image, a wheelhouse, the
+# project venv .venv for test and demo) and caches what is expensive: the base image lives in
+# Docker, the wheels in ./wheelhouse, the venv in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -63,7 +64,10 @@ Environment:
   PALM_TORCH_WHEEL  path of a CPU torch wheel to use
   PALM_TAG          image tag (default latest); PALM_TAG=cuda keeps the CUDA images beside
                     the CPU ones (palm-*:cuda and palm-*:latest)
-  PALM_PYTHON       host Python with palm and pytest (default .venv/bin/python, else python3)
+  PALM_PYTHON       host Python with palm, pytest and SimpleITK for test and demo (default:
+                    the project venv .venv, which test and demo make or complete themselves
+                    with the README's install: python3 -m venv .venv && .venv/bin/pip
+                    install -e '.[dev]')
   PALM_DEMO_JOBS    images the demo runs as grand-challenge jobs (default 8)
 EOF
 }
@@ -131,6 +135,83 @@ ensure_base_image() {
     say "made $LOCAL_BASE in $(( $(date +%s) - t0 )) s"
 }
 
+# -- host Python: the project venv -------------------------------------------------------------
+
+VENV=$ROOT/.venv
+# What the demo and the container tests import on the host (the README's test install has it).
+HOST_MODULES=(palm_algos evaluation SimpleITK pytest)
+VENV_MODULES=("${HOST_MODULES[@]}" torch torchvision matplotlib)
+
+has_modules() {  # has_modules PYTHON [--here] MODULE...: all importable (--here: palm from this checkout)
+    local py=$1; shift
+    [ -x "$py" ] || command -v "$py" >/dev/null || return 1
+    "$py" - "$ROOT" "$@" 2>/dev/null <<'PY'
+import importlib.util, os, pathlib, sys
+sys.path = [p for p in sys.path if p not in ("", os.getcwd())]  # installed, not found in the checkout
+root, names = pathlib.Path(sys.argv[1]).resolve(), sys.argv[2:]
+here = names[:1] == ["--here"]
+names = names[1:] if here else names
+if any(importlib.util.find_spec(n) is None for n in names):
+    sys.exit(1)
+if here and pathlib.Path(importlib.util.find_spec("palm_algos").origin).resolve().parents[1] != root:
+    sys.exit(1)
+PY
+}
+
+ensure_venv() {
+    # Sets PY, the host Python of the demo and the container tests: PALM_PYTHON, else the project
+    # venv .venv, made or completed here with the README's test install when it lacks it:
+    #   python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'
+    if [ -n "${PALM_PYTHON:-}" ]; then
+        PY=$PALM_PYTHON
+        has_modules "$PY" "${HOST_MODULES[@]}" \
+            || die "PALM_PYTHON=$PY lacks palm, pytest or SimpleITK: $PY -m pip install -e '.[dev]'"
+        return
+    fi
+    PY=$VENV/bin/python
+    has_modules "$PY" --here "${VENV_MODULES[@]}" && return
+    local log=$WORK/venv.log t0=$(date +%s)
+    mkdir -p "$WORK"; : >"$log"
+    if [ ! -x "$PY" ]; then
+        command -v python3 >/dev/null || die "no python3: install Python 3.10+ (or set PALM_PYTHON)"
+        python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+            || die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); palm needs 3.10+ (or set PALM_PYTHON)"
+        if ! python3 -c 'import ensurepip, venv' 2>/dev/null && command -v apt-get >/dev/null; then
+            say "installing python3-venv (apt-get)"
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        fi
+        say "making the project venv: python3 -m venv .venv"
+        python3 -m venv "$VENV" >>"$log" 2>&1 || die "python3 -m venv .venv failed: $(tail -1 "$log") (log: $log)"
+    fi
+    say "installing palm into .venv: .venv/bin/pip install -e '.[dev]' (the README's test install, with torch: a few minutes; log: ${log#"$ROOT/"})"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -e '.[dev]' >>"$log" 2>&1 \
+        || die "pip install -e '.[dev]' into .venv failed: $(pip_error "$log") (log: $log)"
+    has_modules "$PY" --here "${VENV_MODULES[@]}" || die ".venv still lacks palm's modules after pip install (log: $log)"
+    say ".venv ready in $(( $(date +%s) - t0 )) s"
+}
+
+pip_error() {  # the line of pip's log $1 that says what went wrong
+    local line
+    line=$(sed -n 's/^ *ERROR: No matching distribution found for /no matching distribution found for /p' "$1" | tail -1)
+    [ -n "$line" ] || line=$(sed -n 's/^ *ERROR: //p' "$1" | tail -1)
+    [ -n "$line" ] || line=$(sed -n 's/^ *error: //p' "$1" | tail -1)
+    [ -n "$line" ] || line=$(grep -v '^ *$' "$1" | tail -1)
+    echo "$line" | cut -c1-300
+}
+
+pip_python() {
+    # The Python whose pip fills the wheelhouse: PALM_PYTHON, .venv, python3, else a pip-only venv.
+    if [ -n "${PALM_PYTHON:-}" ]; then echo "$PALM_PYTHON"
+    elif [ -x "$VENV/bin/python" ]; then echo "$VENV/bin/python"
+    elif python3 -m pip --version >/dev/null 2>&1; then command -v python3
+    else
+        [ -x "$WORK/pip-venv/bin/python" ] || python3 -m venv "$WORK/pip-venv" >/dev/null 2>&1 \
+            || die "python3 has no pip and cannot make a venv: install python3-pip or python3-venv"
+        echo "$WORK/pip-venv/bin/python"
+    fi
+}
+
 # -- wheelhouse --------------------------------------------------------------------------------
 #
 # wheelhouse/core         everything but torch (pyproject's dependencies + setuptools to build palm)
@@ -138,12 +219,6 @@ ensure_base_image() {
 # wheelhouse/torch-cuda   pyproject's torch pin (the CUDA build: nvidia-*, triton) + torchvision
 # Each folder has its own stamp (.complete: a hash of its requirement lines and target
 # platforms), so the two torch builds never evict each other.
-
-host_python() {
-    if [ -n "${PALM_PYTHON:-}" ]; then echo "$PALM_PYTHON"
-    elif [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"
-    else command -v python3; fi
-}
 
 choose_torch() {
     # Sets TORCH_FLAVOUR (cpu | cuda) and TORCH_LINES (torch + torchvision requirement lines; a
@@ -197,20 +272,21 @@ fetch_failure() {
         versions=$(echo "$versions" | tr ',' '\n' | tail -4 | tr -d ' ' | paste -sd, - | sed 's/,/, /g')
         echo "cannot fetch $req: the index has no wheel of it for CPython 3.11, x86_64, manylinux_2_17..2_$GLIBC_MINOR (the base image has glibc 2.$GLIBC_MINOR); versions with one: ${more}${versions:-none} (log: $log)"
     else
-        echo "pip download failed: $(grep '^ERROR:' "$log" | tail -1 | cut -c8-300) (log: $log)"
+        echo "pip download failed: $(pip_error "$log") (log: $log)"
     fi
 }
 
 fill_folder() {
     # fill_folder DIR WHAT REQUIREMENT...: pip download into DIR unless its stamp says it is filled.
-    local dir=$1 what=$2 stamp log t0=$(date +%s); shift 2
+    local dir=$1 what=$2 stamp log py t0=$(date +%s); shift 2
     stamp=$(printf '%s\n' "$@" "${WHEEL_TARGET[@]}" | sha256sum | cut -c1-16)
     [ "$(cat "$dir/.complete" 2>/dev/null)" = "$stamp" ] && return
     log=$WORK/wheelhouse-$(basename "$dir").log
     say "filling ${dir#"$ROOT/"} (pip download: $what; CPython 3.11, x86_64 manylinux_2_17..2_$GLIBC_MINOR wheels)"
     mkdir -p "$dir"
     rm -f "$dir/.complete"
-    "$(host_python)" -m pip download --disable-pip-version-check --progress-bar off -d "$dir" \
+    py=$(pip_python)
+    "$py" -m pip download --disable-pip-version-check --progress-bar off -d "$dir" \
         "${WHEEL_TARGET[@]}" "$@" >"$log" 2>&1 || die "$(fetch_failure "$log")"
     echo "$stamp" >"$dir/.complete"
     say "${dir#"$ROOT/"}: $(du -sh "$dir" | cut -f1) in $(( $(date +%s) - t0 )) s"
@@ -339,17 +415,14 @@ model_dir() { # the folder to mount at /opt/ml/model for task $2 given quick_mod
 
 cmd_test() {
     local t0=$(date +%s)
+    ensure_venv
     ensure_built
     mkdir -p "$WORK/data"
     [ -f "$WORK/data/example/labels.csv" ] || palm_in_container "$WORK" data synth /work/data/example --count 12 --size 256x256 >/dev/null
     quick_models "$WORK/models" "$WORK/data/example"
-    local py
-    py=$(host_python)
-    "$py" -c "import pytest, palm_algos, SimpleITK" 2>/dev/null \
-        || die "$py lacks pytest/palm/SimpleITK: pip install -e '.[dev]' (or set PALM_PYTHON)"
     say "running tests/test_containers.py"
     PALM_DOCKER_TESTS=1 PALM_TAG=$TAG PALM_TEST_TORCH=$TORCH_FLAVOUR PALM_TEST_MODELS="$WORK/models" PALM_TEST_WORK="$WORK/test" \
-        "$py" -m pytest -q -m docker -p no:cacheprovider tests/test_containers.py "$@"
+        "$PY" -m pytest -q -m docker -p no:cacheprovider tests/test_containers.py "$@"
     say "container tests of the $TAG images ($TORCH_FLAVOUR torch) finished in $(( $(date +%s) - t0 )) s"
 }
 
@@ -380,14 +453,12 @@ cmd_export() {
 # -- demo ----------------------------------------------------------------------------------------
 
 cmd_demo() {
-    local t0=$(date +%s) example=$ROOT/example out=$ROOT/out/demo task job py
-    py=$(host_python)
-    "$py" -c "import palm_algos, evaluation, SimpleITK" 2>/dev/null \
-        || die "$py lacks palm: pip install -e '.[dev]' (or set PALM_PYTHON)"
+    local t0=$(date +%s) example=$ROOT/example out=$ROOT/out/demo task job
+    ensure_venv
     ensure_built
     if [ ! -f "$example/labels.csv" ]; then
         say "making the synthetic example in example/ (palm data synth)"
-        "$py" -m palm_algos.cli data synth "$example" --count 24 --size 512x512 >&2
+        "$PY" -m palm_algos.cli data synth "$example" --count 24 --size 512x512 >&2
     fi
     mkdir -p "$WORK"
     if ! ls models/*.pt >/dev/null 2>&1; then
@@ -398,7 +469,7 @@ cmd_demo() {
     rm -rf "$out"; mkdir -p "$out/submissions"
     # grand-challenge mode: one container run per image, as grand-challenge runs jobs (~8 s each
     # on 2 cores, so a spread of PALM_DEMO_JOBS images, with their ground truth for the scoring).
-    "$py" containers/test/gc_jobs.py prepare "$example" "$out/jobs" --limit "${PALM_DEMO_JOBS:-8}" \
+    "$PY" containers/test/gc_jobs.py prepare "$example" "$out/jobs" --limit "${PALM_DEMO_JOBS:-8}" \
         --truth "$out/jobs-truth" >/dev/null
     for task in "${TASKS[@]}"; do
         say "$(image "$task"): $(ls "$out/jobs" | wc -l) grand-challenge jobs, model $(model_dir "$WORK/demo-models" "$task")"
@@ -408,7 +479,7 @@ cmd_demo() {
                 || say "  $(basename "$job") failed: $(tail -1 "$out/$task-gc.log")"
         done
     done
-    "$py" containers/test/gc_jobs.py collect "$out/jobs" "$out/evaluation-input" >/dev/null
+    "$PY" containers/test/gc_jobs.py collect "$out/jobs" "$out/evaluation-input" >/dev/null
     say "$(image evaluation): scoring the jobs against their ground truth (grand-challenge mode)"
     mkdir -p "$out/submissions/quick-models-gc"; chmod 777 "$out/submissions/quick-models-gc"
     docker run "${RUN_FLAGS[@]}" -v "$out/evaluation-input:/input:ro" \
@@ -424,7 +495,7 @@ cmd_demo() {
             || say "  failed: $(tail -1 "$out/$task-palm.log")"
     done
     say "writing the leaderboard (palm leaderboard)"
-    "$py" -m palm_algos.cli leaderboard "$out/submissions" --ground-truth "$example" --out "$out/leaderboard" \
+    "$PY" -m palm_algos.cli leaderboard "$out/submissions" --ground-truth "$example" --out "$out/leaderboard" \
         >"$out/leaderboard.log" 2>&1 || { cat "$out/leaderboard.log" >&2; die "palm leaderboard failed"; }
     sed 's/^/  /' "$out/leaderboard.log" >&2
     cat >&2 <<EOF

@@ -1,7 +1,8 @@
 """`palm evaluate` and `palm leaderboard` (attached to the `palm` group in palm_algos.cli).
 
 A participant's mistake prints the whole report to stderr and ends with one 'Error: ...'
-line and exit status 1, never a traceback.
+line and exit status 1; a problem on the organiser's side (ground truth, output folder) ends
+the same way with exit status 2. Never a traceback.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from .submission import DEFAULT_SLUGS
 def _fail(exc: PalmError):
     for line in getattr(exc, "problems", [])[:200]:
         click.echo(line, err=True)
-    raise click.ClickException(" ".join(str(exc).split())) from None
+    error = click.ClickException(" ".join(str(exc).split()))
+    error.exit_code = getattr(exc, "exit_code", 1)
+    raise error from None
 
 
 @click.command()
-@click.option("--submission", type=click.Path(path_type=Path), help="PALM results folder (CSV files, Disc_Segmentation/).")
-@click.option("--ground-truth", type=click.Path(path_type=Path), help="Ground truth folder, any layout `palm data inspect` reads.")
+@click.option("--submission", type=click.Path(path_type=Path),
+              help="PALM results (CSV files, Disc_Segmentation/): a folder or a .zip, also inside one team folder.")
+@click.option("--ground-truth", type=click.Path(path_type=Path),
+              help="Ground truth folder or .zip: any layout `palm data inspect` reads, or label sheet + Disc_Masks/ without images.")
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write metrics.json.")
 @click.option("--gc", is_flag=True, help="grand-challenge mode: read predictions.json and job outputs from --input.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=Path("/input"), show_default=True,
@@ -34,7 +39,7 @@ def _fail(exc: PalmError):
 def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, fovea_slug, disc_slug):
     """Score a submission (any of the three tasks) and write metrics.json."""
     from . import gc as gc_mode
-    from .scoring import evaluate_gc, evaluate_palm, summary_lines, write_metrics
+    from .scoring import evaluate_gc, evaluate_palm, summary_lines, truth_lines, write_metrics
 
     try:
         if gc:
@@ -49,6 +54,8 @@ def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, 
             write_metrics(result, out)
     except PalmError as exc:
         _fail(exc)
+    for line in truth_lines(result):
+        click.echo(line, err=True)
     for line in summary_lines(result):
         click.echo(line)
     if out:
@@ -62,7 +69,7 @@ def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, 
 @click.option("--missing", type=click.Choice(["worst", "skip"]), default="worst", show_default=True,
               help="A task a submission lacks: tie for the worst rank, or rank on the tasks it has.")
 def leaderboard(submissions, ground_truth, out, missing):
-    """Rank every subfolder of SUBMISSIONS (PALM layout or metrics.json); write CSV, Markdown, HTML."""
+    """Rank every subfolder or .zip of SUBMISSIONS (PALM layout or metrics.json); write CSV, Markdown, HTML."""
     from .leaderboard import build
 
     try:

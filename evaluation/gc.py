@@ -3,7 +3,9 @@
 Reads ``/input/predictions.json`` and the job outputs, scores them against the ground truth in
 ``/opt/ml/input/data/ground_truth`` and writes ``/output/metrics.json``. A participant's
 mistake ends with exit status 1 and a one-line reason as the last line of stderr, which is
-what grand-challenge shows them; the full report is printed above it.
+what grand-challenge shows them; the full report is printed above it. A problem on the
+organiser's side (ground truth, an unwritable output folder) ends the same way with exit
+status 2 and a line saying so.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from pathlib import Path
 
 from palm_algos.errors import PalmError
 
-from .scoring import evaluate_gc, summary_lines, write_metrics
+from .scoring import evaluate_gc, summary_lines, truth_lines, write_metrics
 from .submission import DEFAULT_SLUGS
-from .validation import ValidationError
 
 INPUT = Path("/input")
 GROUND_TRUTH = Path("/opt/ml/input/data/ground_truth")
@@ -29,7 +30,7 @@ def run(
     output_dir: Path = OUTPUT,
     slugs: dict[str, str] | None = None,
 ) -> dict:
-    """Score and write ``metrics.json``; raises ValidationError / PalmError on failure."""
+    """Score and write ``metrics.json``; raises ValidationError / SetupError (PalmError) on failure."""
     result = evaluate_gc(input_dir, ground_truth, slugs)
     write_metrics(result, Path(output_dir) / "metrics.json")
     return result
@@ -53,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     slugs = {task: getattr(args, f"{task}_slug") for task in DEFAULT_SLUGS}
     try:
         result = run(args.input, args.ground_truth, args.output, slugs)
-    except (ValidationError, PalmError) as exc:
+    except PalmError as exc:
         report_failure(exc)
-        return 1
+        return getattr(exc, "exit_code", 1)
+    for line in truth_lines(result):
+        print(line, file=sys.stderr)
     for line in summary_lines(result):
         print(line)
     print(f"wrote {Path(args.output) / 'metrics.json'}")

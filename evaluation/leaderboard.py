@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,12 @@ import pandas as pd
 from scipy.stats import rankdata
 from tqdm import tqdm
 
-from palm_algos.cases import Case, read_cases
+from palm_algos.cases import Case
 
 from .scoring import clean, score, write_metrics
 from .submission import TASKS, read_palm_submission
+from .truth import GroundTruth, open_ground_truth
+from .unpack import is_junk, submission_folder
 from .validation import ValidationError
 
 HEADLINE = {  # task -> (aggregate, higher is better)
@@ -51,23 +54,29 @@ class Entry:
         return float(value) if isinstance(value, (int, float)) else None
 
 
-def load_entry(folder: Path, cases: list[Case] | None) -> Entry:
-    """A subfolder holding metrics.json is taken as scored; otherwise it is a PALM folder."""
+def load_entry(folder: Path, cases: GroundTruth | list[Case] | None, name: str | None = None) -> Entry:
+    """A subfolder holding metrics.json is taken as scored; otherwise it is a PALM folder or zip.
+
+    A ground-truth problem (GroundTruthError) is not one submission's: it propagates.
+    """
+    folder = Path(folder)
+    name = name or folder.name
     metrics = folder / "metrics.json"
     if metrics.is_file():
         try:
             result = json.loads(metrics.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return Entry(folder.name, error=f"metrics.json is not valid JSON ({exc})")
+            return Entry(name, error=f"metrics.json is not valid JSON ({exc})")
         if not isinstance(result, dict) or not isinstance(result.get("aggregates"), dict):
-            return Entry(folder.name, error="metrics.json has no 'aggregates'")
-        return Entry(folder.name, result=result)
+            return Entry(name, error="metrics.json has no 'aggregates'")
+        return Entry(name, result=result)
     if cases is None:
-        return Entry(folder.name, error="a PALM folder needs --ground-truth to be scored")
+        return Entry(name, error="a PALM folder needs --ground-truth to be scored")
     try:
-        return Entry(folder.name, result=clean(score(cases, read_palm_submission(folder))))
+        with submission_folder(folder) as opened:
+            return Entry(name, result=clean(score(cases, read_palm_submission(opened, shown=folder))))
     except ValidationError as exc:
-        return Entry(folder.name, error=str(exc))
+        return Entry(name, error=str(exc))
 
 
 def rank(entries: list[Entry], missing: str = "worst") -> pd.DataFrame:
@@ -114,14 +123,19 @@ def build(
     missing: str = "worst",
     progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Score every subfolder of ``submissions`` and write leaderboard.{csv,md,html} to ``out``."""
+    """Score every subfolder and .zip of ``submissions``; write leaderboard.{csv,md,html} to ``out``."""
     submissions, out = Path(submissions), Path(out)
-    cases = read_cases(ground_truth).cases if ground_truth else None
-    folders = sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
-    entries = [
-        load_entry(folder, cases)
-        for folder in tqdm(folders, desc="scoring", unit="submission", disable=None if progress is None else not progress)
-    ]
+    sources = sorted(p for p in submissions.iterdir()
+                     if not is_junk(p.name) and (p.is_dir() or p.suffix.lower() == ".zip"))
+    stems = [p.stem if p.suffix.lower() == ".zip" else p.name for p in sources]
+    names = [stem if stems.count(stem) == 1 else p.name for stem, p in zip(stems, sources)]
+    with ExitStack() as stack:
+        truth = stack.enter_context(open_ground_truth(ground_truth)) if ground_truth else None
+        entries = [
+            load_entry(source, truth, name)
+            for source, name in tqdm(list(zip(sources, names)), desc="scoring", unit="submission",
+                                     disable=None if progress is None else not progress)
+        ]
     table = rank(entries, missing)
     out.mkdir(parents=True, exist_ok=True)
     for entry in entries:

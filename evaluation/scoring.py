@@ -1,58 +1,80 @@
 """Scoring a submission against ground truth cases: one task at a time, every case reported.
 
-``score(cases, submission)`` returns the metrics.json document, or raises ValidationError
-with the full report when a fatal problem was found. Ground truth comes from
-``palm_algos.cases.read_cases`` (any supported layout); nothing here knows file layouts.
+``score(truth, submission)`` returns the metrics.json document, or raises ValidationError
+(the participant's problem) with the full report when a fatal problem was found, or
+GroundTruthError (the organiser's) when the ground truth lacks what the submission answers.
+Ground truth comes from ``evaluation.truth`` (any layout ``palm_algos.cases.read_cases``
+reads, or sheets and masks without the images); nothing here knows file layouts.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from palm_algos.cases import Case, read_cases
-from palm_algos.imageio import ImageError, read_grey
+from palm_algos.cases import Case
+from palm_algos.imageio import ImageError
 
 from . import metrics as M
+from .masks import INVERTED, LABEL_MAP, MAX_DISC_SHARE, MaskError, read_prediction
 from .submission import Submission, read_gc_submission, read_palm_submission
-from .validation import short_list
+from .truth import GroundTruth, open_ground_truth, size_known
+from .unpack import submission_folder
+from .validation import GroundTruthError, SetupError, short_list
 
 SPECIFICITY = 0.85
+NEEDED = {  # task -> what the ground truth must hold, and where it comes from
+    "classification": ("labels", "a Label column in a label sheet, or H/N/P file names"),
+    "fovea": ("fovea positions", "Fovea_X, Fovea_Y columns in a label sheet"),
+    "disc": ("disc masks", "a Disc_Masks/ folder"),
+}
 
 
 def evaluate_palm(submission: Path, ground_truth: Path, progress: bool | None = False) -> dict:
-    """Score a PALM-layout submission folder against a ground truth folder."""
-    return score(read_cases(ground_truth).cases, read_palm_submission(submission), progress=progress)
+    """Score a PALM-layout submission (a folder or a .zip) against ground truth (folder or .zip)."""
+    with open_ground_truth(ground_truth) as truth, submission_folder(submission) as folder:
+        return score(truth, read_palm_submission(folder, shown=Path(submission)), progress=progress)
 
 
 def evaluate_gc(input_dir: Path, ground_truth: Path, slugs: dict[str, str] | None = None, progress: bool = False) -> dict:
     """Score grand-challenge algorithm jobs (``predictions.json``) against ground truth."""
-    return score(read_cases(ground_truth).cases, read_gc_submission(input_dir, slugs), progress=progress)
+    with open_ground_truth(ground_truth) as truth:
+        return score(truth, read_gc_submission(input_dir, slugs), progress=progress)
 
 
-def score(cases: list[Case], sub: Submission, progress: bool | None = False) -> dict:
-    """Each task the submission holds, scored on its own; raise if any problem is fatal."""
+def score(truth: GroundTruth | list[Case], sub: Submission, progress: bool | None = False) -> dict:
+    """Each task the submission holds, scored on its own; raise if any problem is fatal.
+
+    The result holds ``ground_truth_notes`` (the organiser's problems, for the log; not
+    written to metrics.json) where there are any.
+    """
+    if not isinstance(truth, GroundTruth):
+        truth = GroundTruth(Path("ground truth"), list(truth))
+    cases = truth.cases
     report = sub.report
+    report.truth.extend(truth.problems)
     per_case: dict[str, dict] = {}
     aggregates: dict[str, dict] = {}
     known = {c.name for c in cases}
+    _match_names(sub, sorted(known), report)
     tasks = {
-        "classification": ([c for c in cases if c.label is not None], sub.risk, "labels"),
-        "fovea": ([c for c in cases if c.fovea is not None or c.fovea_absent], sub.fovea, "fovea positions"),
-        "disc": ([c for c in cases if c.disc_mask is not None], sub.disc, "disc masks"),
+        "classification": ([c for c in cases if c.label is not None], sub.risk),
+        "fovea": ([c for c in cases if c.fovea is not None or c.fovea_absent], sub.fovea),
+        "disc": ([c for c in cases if c.disc_mask is not None], sub.disc),
     }
+    lacking = [t for t in sub.tasks() if not tasks[t][0]]
+    if lacking:
+        raise GroundTruthError(_lacking(truth, sub, lacking), report.lines())
     scorers = {"classification": _classification, "fovea": _fovea, "disc": _disc}
     for task in sub.tasks():
-        truth, predictions, what = tasks[task]
+        truth_cases, predictions = tasks[task]
         source = sub.sources.get(task, task)
-        if not truth:
-            report.warn(f"{source}: the ground truth has no {what}; {task} not scored")
-            continue
-        wanted = {c.name for c in truth}
+        wanted = {c.name for c in truth_cases}
         rejected = {name for t, name in sub.rejected if t == task}
         missing = set() if "*" in rejected else wanted - predictions.keys() - rejected
         extra = predictions.keys() - known
@@ -60,12 +82,73 @@ def score(cases: list[Case], sub: Submission, progress: bool | None = False) -> 
             report.error(f"{source}: no prediction for {len(missing)} of {len(wanted)} images: {short_list(missing)}")
         if extra:
             report.warn(f"{source}: ignored {len(extra)} predictions for images not in the test set: {short_list(extra)}")
-        scored = [c for c in truth if c.name in predictions]
+        scored = [c for c in truth_cases if c.name in predictions]
         aggregates[task] = scorers[task](scored, predictions, sub, per_case, progress)
-    if sub.tasks() and not aggregates and not report.errors:
-        report.error(f"nothing to score: the ground truth has no annotations for {', '.join(sub.tasks())}")
     report.raise_if_fatal()
-    return {"case": per_case, "aggregates": aggregates, "warnings": list(report.warnings)}
+    result = {"case": per_case, "aggregates": aggregates, "warnings": list(report.warnings)}
+    if report.truth:
+        result["ground_truth_notes"] = list(report.truth)
+    return result
+
+
+def _lacking(truth: GroundTruth, sub: Submission, tasks: list[str]) -> str:
+    """One line: what the ground truth lacks, which submitted file needs it, and a likely cause."""
+    parts = []
+    for task in tasks:
+        what, where = NEEDED[task]
+        parts.append(f"no {what} (needed for {sub.sources.get(task, task)}; expected {where})")
+    hints = [p for p in truth.problems if any(s in p.lower() for s in (".csv", ".xls", "mask"))]
+    hint = f"; first problem reading it: {hints[0]}" if hints else ""
+    return f"{truth.root} has {' and '.join(parts)}{hint}"
+
+
+def _match_names(sub: Submission, names: list[str], report) -> None:
+    """Key predictions by ground-truth names, matched case-insensitively where unambiguous.
+
+    An exact name always wins; ``v0001`` finds ``V0001`` when no other ground-truth name
+    differs from it only by case. Two predictions that land on one image are an error.
+    """
+    exact = set(names)
+    folded: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        folded[name.casefold()].append(name)
+    twins = [group for group in folded.values() if len(group) > 1]
+    if twins:
+        report.note_truth(f"{len(twins)} sets of image names differ only by case ({short_list(', '.join(g) for g in twins)}); "
+                          "predictions for them must match the case exactly")
+
+    def target(name: str) -> tuple[str | None, str | None]:
+        if name in exact or name == "*":
+            return name, None
+        group = folded.get(name.casefold(), [])
+        if len(group) > 1:
+            shown = " and ".join(repr(g) for g in sorted(group))
+            return None, f"{name!r} matches {shown} of the ground truth, which differ only by case"
+        return (group[0] if group else name), None
+
+    for task, attribute in (("classification", "risk"), ("fovea", "fovea"), ("disc", "disc")):
+        predictions = getattr(sub, attribute)
+        if predictions is None:
+            continue
+        source = sub.sources.get(task, task)
+        matched, first = {}, {}
+        for name, value in predictions.items():
+            image, problem = target(name)
+            if problem:
+                report.error(f"{source}: {problem}")
+                continue
+            if image in matched:
+                report.error(f"{source}: {_shown(first[image], predictions)} and {_shown(name, predictions)} "
+                             f"differ only by case; both would be the prediction for image {image!r}")
+                continue
+            matched[image], first[image] = value, name
+        setattr(sub, attribute, matched)
+    sub.rejected = {(task, target(name)[0] or name) for task, name in sub.rejected}
+
+
+def _shown(name: str, predictions: dict) -> str:
+    value = predictions[name]
+    return repr(getattr(value, "label", None) or name)
 
 
 def _classification(cases, risk, sub, per_case, progress) -> dict:
@@ -91,17 +174,24 @@ def _fovea(cases, fovea, sub, per_case, progress) -> dict:
             per_case.setdefault(c.name, {}).update(fovea_absent=True, fovea_distance=None)
     pred = np.array([_to_pixels(c, fovea[c.name], sub.fovea_in_world) for c in visible], dtype=float).reshape(-1, 2)
     true = np.array([c.fovea for c in visible], dtype=float).reshape(-1, 2)
-    sizes = np.array([c.size for c in visible], dtype=float).reshape(-1, 2)
+    known = np.array([size_known(c) for c in visible], dtype=bool)
+    sizes = np.array([c.size if size_known(c) else (np.nan, np.nan) for c in visible], dtype=float).reshape(-1, 2)
     dist = M.fovea_distances(pred, true)
-    norm = M.normalised_fovea_distances(pred, true, sizes)
-    outside = [c.name for c, (x, y) in zip(visible, pred) if not (0 <= x < c.size[0] and 0 <= y < c.size[1])]
+    norm = M.normalised_fovea_distances(pred, true, sizes)  # NaN where the size is unknown
+    unknown = [c.name for c, k in zip(visible, known) if not k]
+    if unknown:
+        sub.report.note_truth(
+            f"image size unknown for {len(unknown)} images (no image, mask or Width/Height column): "
+            f"their normalised fovea distance is left out: {short_list(unknown)}")
+    outside = [c.name for c, k, (x, y) in zip(visible, known, pred)
+               if k and not (0 <= x < c.size[0] and 0 <= y < c.size[1])]
     if outside:
         sub.report.warn(f"{sub.sources['fovea']}: {len(outside)} fovea positions lie outside the image: {short_list(outside)}")
     for c, (x, y), d, n in zip(visible, pred, dist, norm):
         per_case.setdefault(c.name, {}).update(
             fovea_absent=False, fovea_x=float(x), fovea_y=float(y), fovea_distance=float(d), fovea_normalised_distance=float(n)
         )
-    stats, nstats = M.summary(dist), M.summary(norm)
+    stats, nstats = M.summary(dist), M.summary(norm[known])
     return {
         "mean_distance": stats["mean"],
         "std_distance": stats["std"],
@@ -136,24 +226,26 @@ def _to_pixels(case: Case, xy: tuple[float, float], in_world: bool) -> tuple[flo
 def _disc(cases, masks, sub, per_case, progress) -> dict:
     report, source = sub.report, sub.sources["disc"]
     dices, distances, true_present, pred_present, nonbinary = [], [], [], [], []
+    noted: dict[str, list[str]] = {LABEL_MAP: [], INVERTED: []}
     quiet = None if progress is None else not progress  # None: a bar only on a terminal
     for c in tqdm(cases, desc="disc masks", unit="mask", disable=quiet, leave=False):
         mask = masks[c.name]
-        true = c.read_disc()
         try:
-            grey = read_grey(mask.path)
-        except ImageError:
-            report.error(f"{source}: {mask.path.name}: cannot read the mask (expected an 8-bit image)")
+            true = c.read_disc()
+        except ImageError as exc:
+            raise GroundTruthError(str(exc), report.lines()) from None
+        if np.count_nonzero(true) > MAX_DISC_SHARE * true.size:
+            report.note_truth(f"{c.disc_mask}: the disc covers more than half of the image; is the mask inverted?")
+        try:
+            read = read_prediction(mask.path, mask.dark, true.shape)
+        except MaskError as exc:
+            report.error(f"{source}: {mask.label}: {exc}")
             continue
-        if grey.shape != true.shape:
-            report.error(
-                f"{source}: {mask.path.name}: mask is {grey.shape[1]}x{grey.shape[0]}, "
-                f"expected {true.shape[1]}x{true.shape[0]} (the image size)"
-            )
-            continue
-        pred, binary = _binarise(grey, mask.dark)
-        if not binary:
+        pred = read.disc
+        if not read.binary:
             nonbinary.append(c.name)
+        if read.note:
+            noted[read.note].append(mask.label)
         d = M.dice(pred, true)
         h = M.hausdorff(pred, true, _spacing(mask.path)) if pred.any() and true.any() else M.NAN
         dices.append(d)
@@ -167,6 +259,13 @@ def _disc(cases, masks, sub, per_case, progress) -> dict:
     if nonbinary:
         levels = "0/255" if next(iter(masks.values())).dark else "0/1 or 0/255"
         report.warn(f"{source}: {len(nonbinary)} masks are not binary ({levels}); binarised at 128: {short_list(nonbinary)}")
+    if noted[LABEL_MAP]:
+        report.warn(f"{source}: {len(noted[LABEL_MAP])} masks are 0/1 label maps, read with 1 = disc "
+                    f"(PALM masks are 0 = disc, 255 = background): {short_list(noted[LABEL_MAP])}")
+    if noted[INVERTED]:
+        report.warn(f"{source}: {len(noted[INVERTED])} masks look inverted: the pixels that mean disc by their "
+                    f"convention cover more than half of the image, so they are read the other way round: "
+                    f"{short_list(noted[INVERTED])}")
     t, p = np.array(true_present, bool), np.array(pred_present, bool)
     stats = M.summary(dices)
     return {
@@ -181,13 +280,6 @@ def _disc(cases, masks, sub, per_case, progress) -> dict:
         "n_one_empty": int(np.count_nonzero(t ^ p)),
         "n_hausdorff": len(distances),
     }
-
-
-def _binarise(grey: np.ndarray, dark: bool) -> tuple[np.ndarray, bool]:
-    """Disc as bool, and whether the mask was binary. ``read_grey`` gives 0/255 for both PALM
-    masks (0 = disc) and 0/1 label maps (1 = disc, scaled to 255); anything else is binarised at 128."""
-    binary = np.count_nonzero(grey == 0) + np.count_nonzero(grey == 255) == grey.size
-    return (grey < 128 if dark else grey >= 128), binary
 
 
 def _spacing(path: Path) -> tuple[float, float]:
@@ -217,11 +309,26 @@ def clean(value):
     return M.finite_or_none(value)
 
 
+METRICS_KEYS = ("case", "aggregates", "warnings")
+
+
 def write_metrics(result: dict, path: Path) -> None:
-    """metrics.json, strictly valid JSON (no NaN)."""
+    """metrics.json, strictly valid JSON (no NaN); the organiser's ground-truth notes stay out."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(result), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(clean({k: v for k, v in result.items() if k in METRICS_KEYS}), indent=2, allow_nan=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise SetupError(f"Output problem (organiser's side): {path}: cannot write metrics.json "
+                         f"({exc.strerror or type(exc).__name__})") from None
+
+
+def truth_lines(result: dict, limit: int = 50) -> list[str]:
+    """The ground truth's problems, one line each, for the organiser's log (stderr)."""
+    notes = result.get("ground_truth_notes") or []
+    more = [f"ground truth: ... and {len(notes) - limit} more"] if len(notes) > limit else []
+    return [f"ground truth: {n}" for n in notes[:limit]] + more
 
 
 def summary_lines(result: dict) -> list[str]:

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .validation import Report, bare_name
+from .unpack import is_junk
+from .validation import Report, bare_name, short_list
 
 TASKS = ("classification", "fovea", "disc")
 
@@ -40,10 +41,14 @@ DEFAULT_SLUGS = {
 
 @dataclass(frozen=True)
 class MaskFile:
-    """A predicted disc mask; ``dark`` is the PALM convention (0 = disc), else 1 = disc (MHA)."""
+    """A predicted disc mask; ``dark`` is the PALM convention (0 = disc), else 1 = disc (MHA).
+
+    ``label`` names the file in messages (its name, or its path below the grand-challenge input).
+    """
 
     path: Path
     dark: bool
+    label: str = ""
 
 
 @dataclass
@@ -66,14 +71,35 @@ class Submission:
 # -- PALM folder -----------------------------------------------------------------------------
 
 
-def read_palm_submission(folder: Path) -> Submission:
-    """The PALM layout: the two CSV files and the Disc_Segmentation folder, any subset of them."""
+RESULT_NAMES = {name.lower() for name in PALM_FILES.values()}
+MAX_DEPTH = 8
+
+
+def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
+    """The PALM layout: the two CSV files and the Disc_Segmentation folder, any subset of them.
+
+    The results may sit inside one team folder (or several nested ones), as zips made by a
+    desktop's "compress" command hold them; ``__MACOSX/``, dot files and the like are ignored.
+    ``shown`` is how messages name the submission (a zip's name rather than a temporary folder).
+    """
     folder = Path(folder)
+    shown = Path(shown or folder)
     sub = Submission()
     if not folder.is_dir():
-        sub.report.error(f"{folder}: no such folder")
+        sub.report.error(f"{shown}: no such folder")
         return sub
-    entries = {p.name.lower(): p for p in folder.iterdir()}
+    try:
+        folder, others = _results_folder(folder)
+        listing = sorted(p for p in folder.iterdir() if not is_junk(p.name))
+    except OSError as exc:
+        sub.report.error(f"{shown}: cannot read the folder ({exc.strerror or type(exc).__name__})")
+        return sub
+    entries: dict[str, Path] = {}
+    for path in listing:
+        key = path.name.lower()
+        if key in RESULT_NAMES and key in entries:
+            sub.report.error(f"{entries[key].name} and {path.name}: two results whose names differ only by case")
+        entries.setdefault(key, path)
     for task in ("classification", "fovea"):
         path = entries.get(PALM_FILES[task].lower())
         if path is None:
@@ -95,11 +121,28 @@ def read_palm_submission(folder: Path) -> Submission:
         sub.sources["disc"] = masks.name
         sub.disc = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
     if not sub.tasks() and not sub.report.errors:
+        found = f"; found the folders {short_list(p.name for p in others)}: submit one team's results" if others else ""
         sub.report.error(
-            f"{folder.name or folder}: no results found; expected {PALM_FILES['classification']}, "
-            f"{PALM_FILES['fovea']} or a {PALM_FILES['disc']}/ folder"
+            f"{shown.name or shown}: no results found; expected {PALM_FILES['classification']}, "
+            f"{PALM_FILES['fovea']} or a {PALM_FILES['disc']}/ folder{found}"
         )
     return sub
+
+
+def _results_folder(folder: Path) -> tuple[Path, list[Path]]:
+    """The folder holding the results: ``folder``, or the single team folder inside it (repeatedly).
+
+    Also returns the subfolders found where no results were, to name them in the message.
+    """
+    for _ in range(MAX_DEPTH):
+        entries = [p for p in folder.iterdir() if not is_junk(p.name)]
+        if any(p.name.lower() in RESULT_NAMES for p in entries):
+            return folder, []
+        subfolders = [p for p in entries if p.is_dir()]
+        if len(subfolders) != 1:
+            return folder, subfolders
+        folder = subfolders[0]
+    return folder, []
 
 
 def _norm(text: str) -> str:
@@ -192,8 +235,13 @@ def _parse_number(cell: str) -> float | str:
 def _mask_folder(folder: Path, suffixes: tuple[str, ...], dark: bool, report: Report) -> dict[str, MaskFile]:
     masks: dict[str, MaskFile] = {}
     ignored = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+    try:
+        listing = sorted(folder.iterdir())
+    except OSError as exc:
+        report.error(f"{folder.name}: cannot read the folder ({exc.strerror or type(exc).__name__})")
+        return masks
+    for path in listing:
+        if is_junk(path.name):
             continue
         if not path.is_file() or path.suffix.lower() not in suffixes:
             ignored.append(path.name)
@@ -201,7 +249,7 @@ def _mask_folder(folder: Path, suffixes: tuple[str, ...], dark: bool, report: Re
         if path.stem in masks:
             report.error(f"{folder.name}: two masks for {path.stem!r}: {masks[path.stem].path.name} and {path.name}")
             continue
-        masks[path.stem] = MaskFile(path, dark)
+        masks[path.stem] = MaskFile(path, dark, path.name)
     if ignored:
         report.warn(f"{folder.name}: ignored {len(ignored)} entries that are not {'/'.join(suffixes)} files: {', '.join(ignored[:5])}")
     return masks
@@ -258,13 +306,18 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
             if entry is None:
                 continue
             where = f"job {pk} ({name}): {slugs[task]}"
-            location = input_dir / pk / "output" / _relative_path(entry)
+            location = _location(input_dir, pk, entry, where, report)
+            if location is None:
+                sub.rejected.add((task, stem))
+                continue
             if task == "disc":
                 mask = _gc_mask(location, where, report)
+                if mask is not None and not _inside(mask, input_dir, where, report):
+                    mask = None
                 if mask is None:
                     sub.rejected.add((task, stem))
                 else:
-                    found[task][stem] = MaskFile(mask, dark=False)
+                    found[task][stem] = MaskFile(mask, dark=False, label=mask.relative_to(input_dir).as_posix())
                 continue
             value = _gc_value(location, entry, where, report)
             parsed = None
@@ -298,9 +351,26 @@ def _slug(value: dict) -> str | None:
     return _interface(value).get("slug")
 
 
-def _relative_path(value: dict) -> str:
-    path = str(_interface(value).get("relative_path") or "")
-    return path if ".." not in Path(path).parts and not Path(path).is_absolute() else "(invalid)"
+def _location(input_dir: Path, pk: str, entry: dict, where: str, report: Report) -> Path | None:
+    """Where a job's output lies: ``<input>/<pk>/output/<relative_path>``, never outside it."""
+    relative = str(_interface(entry).get("relative_path") or "")
+    if ".." in Path(relative.replace("\\", "/")).parts or Path(relative).is_absolute():
+        report.error(f"{where}: relative_path {relative!r} leads outside the job's output folder")
+        return None
+    location = input_dir / pk / "output" / relative
+    return location if _inside(location, input_dir, where, report) else None
+
+
+def _inside(path: Path, input_dir: Path, where: str, report: Report) -> bool:
+    """False (reported) for a path that a link leads out of the input folder."""
+    if not path.exists():
+        return True  # nothing to read: reported where it is needed
+    try:
+        path.resolve().relative_to(input_dir.resolve())
+    except (ValueError, OSError):
+        report.error(f"{where}: {path.relative_to(input_dir).as_posix()} leads outside {input_dir} (a link); refused")
+        return False
+    return True
 
 
 def _input_name(job: dict) -> str | None:

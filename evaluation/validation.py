@@ -13,11 +13,35 @@ from palm_algos.errors import PalmError
 
 
 class ValidationError(PalmError):
-    """A submission that cannot be scored; ``problems`` holds the whole report."""
+    """A submission that cannot be scored; ``problems`` holds the whole report. Exit status 1."""
+
+    exit_code = 1
 
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems = list(problems or [message])
+
+
+def invalid(message: str) -> ValidationError:
+    """A single fatal problem of the participant's, as the one line they read."""
+    return ValidationError(f"Invalid submission: {' '.join(message.split())}")
+
+
+class SetupError(PalmError):
+    """The evaluation cannot run for a reason on the organiser's side (exit status 2)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(" ".join(message.split()))
+        self.problems = list(problems or [])
+
+
+class GroundTruthError(SetupError):
+    """Ground truth that is missing, unreadable or lacks what the submission answers."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(f"Ground truth problem (organiser's side): {message}", problems)
 
 
 @dataclass
@@ -26,6 +50,7 @@ class Report:
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    truth: list[str] = field(default_factory=list)  # the ground truth's problems: for the organiser's log
 
     def error(self, message: str) -> None:
         self.errors.append(message)
@@ -33,8 +58,12 @@ class Report:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
+    def note_truth(self, message: str) -> None:
+        self.truth.append(message)
+
     def lines(self) -> list[str]:
-        return [f"error: {m}" for m in self.errors] + [f"warning: {m}" for m in self.warnings]
+        return ([f"ground truth: {m}" for m in self.truth] + [f"error: {m}" for m in self.errors]
+                + [f"warning: {m}" for m in self.warnings])
 
     def raise_if_fatal(self) -> None:
         """Raise with a one-line summary naming the first problem and how many more there are."""

@@ -451,15 +451,19 @@ def test_gc_socket_key_and_nothing_to_score(truth, tmp_path):
     assert evaluate_gc(inp, gt)["aggregates"]["disc"]["mean_dice"] == 1.0
     for image in gt.glob("*.png"):  # labels come from names: without P/N names there are none
         image.rename(image.with_name("x" + image.name))
-    with pytest.raises(ValidationError, match="nothing to score: the ground truth has no annotations for classification"):
+    # the ground truth lacks what the jobs answer: the organiser's problem, not the participant's
+    from evaluation.validation import GroundTruthError
+
+    with pytest.raises(GroundTruthError, match=r"^Ground truth problem \(organiser's side\): .*no annotations"):
         evaluate_gc(inp, gt, slugs={"fovea": "-", "disc": "-"})
 
 
 def test_cli_missing_ground_truth_is_one_line(tmp_path):
     result = CliRunner().invoke(palm, ["evaluate", "--submission", str(tmp_path), "--ground-truth",
                                        str(tmp_path / "nope")])
-    assert result.exit_code == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"Error: {tmp_path / 'nope'}: no such folder"
+    assert result.exit_code == 2 and "Traceback" not in result.stderr  # 2: the organiser's side
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: Ground truth problem (organiser's side): {tmp_path / 'nope'}: no such file or folder")
 
 
 def test_evaluation_imports_no_torch():

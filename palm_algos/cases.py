@@ -8,6 +8,7 @@ came from: training, prediction and evaluation all see ``Case`` records.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -91,17 +92,41 @@ def read_cases(root: Path, check_images: bool = False) -> CaseTable:
     return table
 
 
-def list_images(root: Path) -> tuple[list[Path], list[str]]:
-    """Every image file under ``root`` (sorted, nested folders included) and the problems."""
-    images, problems, seen = [], [], {}
-    for path in sorted(Path(root).rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
+def list_images(root: Path, skipped: list[str] | None = None) -> tuple[list[Path], list[str]]:
+    """Every image file under ``root`` (sorted, nested folders and linked folders included) and
+    the problems: a folder that cannot be listed, a broken link, a special file or a duplicate
+    name (images that are left out). Other files (not images) are noted in ``skipped`` when it
+    is given, else among the problems; sheets and notes (csv, xlsx, json, txt, md), hidden
+    files and folders and mask folders (``Disc_Masks``...) are passed over silently."""
+    root = Path(root)
+    problems: list[str] = []
+    notes = problems if skipped is None else skipped
+    found: list[Path] = []
+    seen_folders: set[str] = set()
+
+    def unlistable(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: cannot list this folder ({exc.strerror or exc}); its files are left out")
+
+    for folder, subfolders, files in os.walk(root, onerror=unlistable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen_folders:  # a link back to a folder already listed (a loop, or a second way in)
+            notes.append(f"{folder}: skipped, a link to a folder already listed ({real})")
+            subfolders[:] = []
             continue
-        if any(part.lower() in MASK_FOLDERS for part in path.relative_to(root).parts[:-1]):
-            continue
+        seen_folders.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d.lower() not in MASK_FOLDERS]
+        found += (Path(folder) / name for name in files if not name.startswith("."))
+    images, seen = [], {}
+    for path in sorted(found):
         if not is_image(path):
             if path.suffix.lower() not in (".csv", ".xlsx", ".xls", ".json", ".txt", ".md"):
-                problems.append(f"{path}: skipped, unsupported file type {path.suffix or '(none)'!r}")
+                notes.append(f"{path}: skipped, unsupported file type {path.suffix or '(none)'!r}")
+            continue
+        if not path.is_file():
+            if path.is_symlink() and not path.exists():
+                problems.append(f"{path}: broken link (to {os.readlink(path)}); skipped")
+            else:
+                problems.append(f"{path}: not a regular file (a pipe, socket or device); skipped")
             continue
         if path.stem in seen:
             problems.append(f"{path}: duplicate name {path.stem!r} (also {seen[path.stem]}); skipped")

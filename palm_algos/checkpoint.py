@@ -5,6 +5,7 @@ Loaded with ``weights_only=True``: a checkpoint is data, never code.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,13 @@ def save_checkpoint(path: Path, state_dict: dict, meta: dict[str, Any], **extra:
 
 
 def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
-    """Read a palm checkpoint; with ``task``, refuse one trained for another task."""
+    """Read a palm checkpoint and check its record (``check_record``); with ``task``, refuse one
+    trained for another task."""
     path = Path(path)
+    if path.is_dir():
+        held = sorted(p.name for p in path.glob("*.pt"))
+        shown = f"; it holds {', '.join(held[:5])}" if held else "; it holds no *.pt file"
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file (name the .pt file{shown})")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -38,13 +44,65 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable palm checkpoint ({first})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "task" not in ckpt.get("meta", {}):
+    if (not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("meta"), dict)
+            or "task" not in ckpt["meta"]):
         raise CheckpointError(f"{path}: not a palm checkpoint (no state_dict/meta record)")
-    if task is not None and ckpt["meta"]["task"] != task:
-        raise CheckpointError(
-            f"{path}: this checkpoint was trained for {ckpt['meta']['task']!r}, not {task!r}"
-        )
+    meta = ckpt["meta"]
+    from .tasks import TASKS
+
+    if not isinstance(meta["task"], str) or meta["task"] not in TASKS:
+        raise CheckpointError(f"{path}: meta record: task {meta['task']!r} is not one of {', '.join(TASKS)}")
+    if task is not None and meta["task"] != task:
+        raise CheckpointError(f"{path}: this checkpoint was trained for {meta['task']!r}, not {task!r}")
+    problem = check_record(ckpt)
+    if problem:
+        raise CheckpointError(f"{path}: not a usable palm checkpoint: {problem}")
     return ckpt
+
+
+MAX_INPUT_SIZE = 2048  # bigger would not fit the containers' memory (and no model here is trained so)
+
+
+def check_record(ckpt: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's ``state_dict`` and ``meta`` record (None: nothing).
+
+    ``meta`` needs ``task``, ``arch`` (the network's name) and ``input_size`` (px, 32 to 2048);
+    ``zoom`` (1-4), ``mean``/``std`` (3 numbers each) and, for an ensemble, ``members`` (the
+    count, >= 2) with ``member_meta`` (one record per member) are checked where present."""
+    state, meta = ckpt["state_dict"], ckpt["meta"]
+    if not isinstance(state, dict):
+        return f"its state_dict is a {type(state).__name__}, not a dict of named tensors"
+    odd = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        return f"its state_dict holds {odd!r}: {type(state[odd]).__name__}, not a tensor"
+
+    def integer(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(meta.get("arch"), str) or not meta["arch"]:
+        return "meta has no 'arch' (the network's name, e.g. resnet50)" if "arch" not in meta else \
+            f"meta 'arch' is {meta['arch']!r}, not a network's name"
+    if "input_size" not in meta:
+        return "meta has no 'input_size' (the model's input side in pixels)"
+    if not integer(meta["input_size"]) or not 32 <= meta["input_size"] <= MAX_INPUT_SIZE:
+        return f"meta 'input_size' is {meta['input_size']!r}; expected a whole number of pixels from 32 to {MAX_INPUT_SIZE}"
+    if "zoom" in meta and (not integer(meta["zoom"]) or not 1 <= meta["zoom"] <= 4):
+        return f"meta 'zoom' is {meta['zoom']!r}; expected 1 to 4"
+    if "zoom" in meta and meta["input_size"] * meta["zoom"] > MAX_INPUT_SIZE * 2:
+        return f"meta 'input_size' x 'zoom' is {meta['input_size'] * meta['zoom']} px; at most {MAX_INPUT_SIZE * 2}"
+    for key in ("mean", "std"):
+        values = meta.get(key, [0.5, 0.5, 0.5])
+        if (not isinstance(values, (list, tuple)) or len(values) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+                or (key == "std" and min(values) <= 0)):
+            return f"meta {key!r} is {values!r}; expected 3 numbers (one per colour channel){', above 0' if key == 'std' else ''}"
+    if "members" in meta and meta["members"] not in (0, None):
+        members, member_meta = meta["members"], meta.get("member_meta")
+        if not integer(members) or members < 2:
+            return f"meta 'members' is {members!r}; an ensemble has a whole number of members, at least 2"
+        if not isinstance(member_meta, list) or len(member_meta) != members or not all(isinstance(m, dict) for m in member_meta):
+            return f"meta 'member_meta' should hold one record per member ({members})"
+    return None
 
 
 ENSEMBLE_MUST_AGREE = ("task", "arch", "input_size", "zoom", "mean", "std")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import PalmError
+from .errors import PalmError, one_line
 
 
 def world_rank() -> int:
@@ -32,7 +32,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except PalmError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(one_line(exc)) from None
 
     return wrapper
 
@@ -130,16 +130,25 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
               help="Average the prediction on the image and its mirror image (default: on where it pays; see docs/RESULTS.md).")
 @user_errors
 def predict_command(task, input_dir, output_dir, checkpoint, tta):
-    """Predict TASK for every image in --input and write the PALM submission files."""
-    from .predict import Predictor, predict_folder
+    """Predict TASK for every image in --input and write the PALM submission files.
 
+    A file that cannot be predicted is listed ("failed: ...") and the others are still written
+    (exit status 1); files that are not images are listed as skipped (exit status 0)."""
+    from .predict import Predictor, check_input_folder, predict_folder
+    from .writers import prepare_output
+
+    check_input_folder(input_dir)  # the folders first: no model is loaded for a typo
+    prepare_output(output_dir)
     predictor = Predictor.load(checkpoint or Path("models") / f"{task}.pt", task=task, tta=tta)
-    failures = predict_folder(predictor, input_dir, output_dir).problems
-    for line in failures:
-        click.echo(f"failed: {line}", err=True)
-    click.echo(f"wrote {task} predictions to {output_dir}")
-    if failures:
-        raise click.ClickException(f"{len(failures)} image(s) could not be predicted; see the lines above")
+    run = predict_folder(predictor, input_dir, output_dir)
+    for line in run.problems:
+        click.echo(one_line(f"failed: {line}"), err=True)
+    for line in run.skipped:
+        click.echo(one_line(line), err=True)
+    skipped = f"; {len(run.skipped)} other file(s) skipped" if run.skipped else ""
+    click.echo(one_line(f"wrote {task} predictions for {run.predicted} of {run.found} images to {output_dir}{skipped}"))
+    if run.problems:
+        raise click.ClickException(f"{len(run.problems)} input(s) could not be predicted; see the 'failed:' lines above")
 
 
 @main.command("ensemble")

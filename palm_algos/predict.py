@@ -11,12 +11,17 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .cases import list_images
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 from .data import normalise, prepare_image, view_box
 from .errors import PalmError
 from .models.ensemble import Ensemble, FlipTTA
-from .tasks import get_task
-from .writers import write_classification_csv, write_disc_masks, write_fovea_csv
+from .tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
+from .writers import (CSV_NAMES, csv_name_problem, prepare_output, write_classification_csv, write_disc_masks,
+                      write_fovea_csv)
+
+
+class PredictionError(PalmError):
+    """One image's prediction is unusable (e.g. not a finite number); the others go on."""
 
 
 class Predictor:
@@ -36,9 +41,12 @@ class Predictor:
     def load(cls, checkpoint: Path, task: str | None = None, device: str | None = None,
              tta: bool | None = None) -> "Predictor":
         """A checkpoint (one model or an ensemble) ready to predict; ``tta`` None: the task's default."""
-        ckpt = load_checkpoint(checkpoint, task=task)
+        ckpt = load_checkpoint(checkpoint, task=task)  # checks the meta record's fields
         meta = ckpt["meta"]
         task_ = get_task(meta["task"])
+        if meta["arch"] not in task_.archs:
+            raise CheckpointError(f"{checkpoint}: unknown architecture {meta['arch']!r} for {meta['task']} "
+                                  f"(known: {', '.join(task_.archs)})")
         members = int(meta.get("members", 0))
         model = task_.build_model(meta["arch"], pretrained="none")
         if members:
@@ -58,39 +66,66 @@ class Predictor:
         size_in, zoom = self.input_size, int(self.meta.get("zoom", 1))
         pixels, size = prepare_image(image, size_in * zoom)
         if zoom == 1:
-            return self._task.decode(self.forward(pixels), size)
-        output = self.forward(v2.functional.resize(pixels, [size_in, size_in], antialias=True))
+            return self._task.decode(self._finite(self.forward(pixels), image), size)
+        output = self._finite(self.forward(v2.functional.resize(pixels, [size_in, size_in], antialias=True)), image)
         centre = self._task.view_centre(output)
         if centre is not None:
             left, top = view_box(centre, size_in * zoom, size_in)
-            window = self.forward(pixels[:, top : top + size_in, left : left + size_in])
+            window = self._finite(self.forward(pixels[:, top : top + size_in, left : left + size_in]), image)
             output = self._task.merge(output, window, (left, top, size_in), size_in * zoom)
         return self._task.decode(output, size)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The bare model on one (3, S, S) uint8 image: its raw output, on the CPU."""
-        batch = normalise(pixels[None], self.meta["mean"], self.meta["std"]).to(self.device)
+        batch = normalise(pixels[None], self.meta.get("mean", IMAGENET_MEAN), self.meta.get("std", IMAGENET_STD))
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            return self.model(batch)[0].float().cpu()
+            return self.model(batch.to(self.device))[0].float().cpu()
+
+    @staticmethod
+    def _finite(output: torch.Tensor, image: Path) -> torch.Tensor:
+        """The raw output, refused where it holds NaN or infinity: such a prediction is never
+        written (as NaN in a CSV, invalid JSON, or an empty disc mask that looks real)."""
+        if not bool(torch.isfinite(output).all()):
+            raise PredictionError(f"{image}: the model's output is not finite (NaN or infinity); nothing written "
+                                  f"for this image (are the checkpoint's weights broken?)")
+        return output
 
 
 class FolderRun(NamedTuple):
     found: int  # images found under the input folder
     predicted: int
-    problems: list[str]  # "path: problem" for every failed image and every skipped file
+    problems: list[str]  # "path: problem" for every image (or folder) left out: the run failed
+    skipped: list[str] = []  # "path: skipped, ..." for files that are not images: a notice only
+
+
+def check_input_folder(input_dir: Path) -> Path:
+    input_dir = Path(input_dir)
+    if not input_dir.exists():
+        raise PalmError(f"{input_dir}: no such folder")
+    if not input_dir.is_dir():
+        raise PalmError(f"{input_dir}: not a folder (give the folder that holds the images)")
+    return input_dir
 
 
 def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True) -> FolderRun:
     """PALM batch mode: predict every image under ``input_dir`` and write the PALM files.
 
-    A bad image is reported ("path: problem") and skipped, whatever went wrong with it; all
-    other predictions are written.
+    The output folder is checked first. A bad image is reported ("path: problem") and skipped,
+    whatever went wrong with it; all other predictions are written. Files that are not images
+    are listed in ``skipped`` and do not fail the run.
     """
-    images, failures = list_images(Path(input_dir))
+    input_dir, output_dir = check_input_folder(input_dir), Path(output_dir)
+    skipped: list[str] = []
+    images, failures = list_images(input_dir, skipped=skipped)
     if not images:
-        raise PalmError(f"{input_dir}: no images found")
+        detail = f" ({len(skipped)} other file(s): {skipped[0]}{', ...' if len(skipped) > 1 else ''})" if skipped else ""
+        raise PalmError(f"{input_dir}: no images found{detail}")
+    prepare_output(output_dir)
     results: dict[str, Any] = {}
     for path in tqdm(images, desc=f"{predictor.task}", disable=not progress, file=sys.stderr):
+        if predictor.task in CSV_NAMES and (problem := csv_name_problem(path.name)):
+            failures.append(f"{path}: {problem}")
+            continue
         try:
             value = predictor.predict(path)
         except PalmError as exc:
@@ -100,10 +135,10 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
             failures.append(f"{path}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})")
             continue
         if predictor.task == "disc":
-            write_disc_masks(path.name, value, Path(output_dir))
+            write_disc_masks(path.name, value, output_dir)  # a write error stops the run: OutputError
         results[path.name] = value
     if predictor.task == "classification":
-        write_classification_csv(results, Path(output_dir))
+        write_classification_csv(results, output_dir)
     elif predictor.task == "fovea":
-        write_fovea_csv(results, Path(output_dir))
-    return FolderRun(len(images), len(results), failures)
+        write_fovea_csv(results, output_dir)
+    return FolderRun(len(images), len(results), failures, skipped)

@@ -33,7 +33,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .cli import TASKS
-from .errors import PalmError
+from .errors import PalmError, one_line
+from .writers import prepare_output
 
 INPUT = Path("/input")
 OUTPUT = Path("/output")
@@ -164,7 +165,12 @@ def run_gc(predictor: Any, input_dir: Path, output_dir: Path, input_slug: str, o
     from .writers import write_gc_float, write_gc_mask, write_gc_point
 
     image = gc_input_image(input_dir, input_slug)
-    value = predictor.predict(image)
+    try:
+        value = predictor.predict(image)
+    except PalmError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line for the job's log, as in batch mode
+        raise ServeError(f"{image}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     target = gc_output_path(predictor.task, output_dir, output_slug)
     if predictor.task == "classification":
         write_gc_float(value, target)
@@ -213,39 +219,48 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
     args = parse_args(task, argv)
     name = f"palm-{task}"
     start = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"{name}: {one_line(line)}", file=sys.stderr, flush=True)
+
     try:
         if not args.input.is_dir():
-            raise ServeError(f"{args.input}: input folder not found")
+            raise ServeError(f"{args.input}: input folder not found" if not args.input.exists()
+                             else f"{args.input}: input is not a folder")
         mode = detect_mode(args.input)
-        print(f"{name}: {mode} mode, input {args.input}, output {args.output}", flush=True)
+        print(one_line(f"{name}: {mode} mode, input {args.input}, output {args.output}"), flush=True)
+        prepare_output(args.output)  # before the model and the images: nothing computed is lost
         checkpoint = find_checkpoint(task, args.model)
         predictor = load(task, checkpoint)
         meta = getattr(predictor, "meta", {}) or {}
         details = ", ".join(f"{k} {meta[k]}" for k in ("arch", "input_size", "palm_version") if k in meta)
-        print(f"{name}: model {checkpoint}" + (f" ({details})" if details else ""), flush=True)
+        print(one_line(f"{name}: model {checkpoint}" + (f" ({details})" if details else "")), flush=True)
         if mode == "grand-challenge":
             target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.output_slug)
-            print(f"{name}: {_describe(task, value)}; wrote {target} in {time.monotonic() - start:.1f} s", flush=True)
+            print(one_line(f"{name}: {_describe(task, value)}; wrote {target} in {time.monotonic() - start:.1f} s"), flush=True)
             return 0
         from .predict import predict_folder
 
-        found, predicted, problems = predict_folder(predictor, args.input, args.output, progress=sys.stderr.isatty())
+        found, predicted, problems, skipped = predict_folder(predictor, args.input, args.output,
+                                                              progress=sys.stderr.isatty())
     except PalmError as exc:
-        print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        say(f"error: {exc}")
         return 1
     except OSError as exc:  # e.g. /output not writable, disk full
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr, flush=True)
+        say(f"error: {where}{exc.strerror or exc}")
         return 1
     for line in problems:
-        print(f"{name}: failed: {line}", file=sys.stderr)
-    summary = f"{name}: {predicted} of {found} images predicted in {time.monotonic() - start:.1f} s, outputs in {args.output}"
+        say(f"failed: {line}")
+    for line in skipped:
+        say(line)
+    summary = f"{predicted} of {found} images predicted in {time.monotonic() - start:.1f} s, outputs in {args.output}"
+    if skipped:
+        summary += f"; {len(skipped)} other file(s) skipped"
     if problems:
-        skipped = len(problems) - (found - predicted)
-        extra = f"; {skipped} other file(s) skipped" if skipped else ""
-        print(f"{summary}; {found - predicted} failed{extra} (listed above)", file=sys.stderr, flush=True)
+        say(f"{summary}; {len(problems)} failed (listed above)")
         return 1
-    print(summary, file=sys.stderr, flush=True)
+    say(summary)
     return 0
 
 

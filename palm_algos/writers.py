@@ -1,38 +1,94 @@
 """Prediction files in the PALM submission layout (CSV, BMP/PNG masks) and grand-challenge's
-value formats. The CLI and the containers both write through here."""
+value formats. The CLI and the containers both write through here.
+
+Writing never loses what is already there: the output folder is checked before anything is
+predicted (``prepare_output``), CSV and JSON files are written whole or not at all (a temporary
+file renamed into place), and a file system error is one ``OutputError`` line naming the path.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import math
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .errors import PalmError, one_line
 from .imageio import pixel_to_world, write_mha_mask, write_palm_mask
 
 CSV_NAMES = {"classification": "Classification_Results.csv", "fovea": "Fovea_Localization_Results.csv"}
 DISC_FOLDER = "Disc_Segmentation"
 
 
+class OutputError(PalmError):
+    """The outputs cannot be written where they were asked for (the message says where and why)."""
+
+
+def prepare_output(out_dir: Path) -> Path:
+    """Create ``out_dir`` and make sure a file can be written in it, before any work is done."""
+    out_dir = Path(out_dir)
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                what = "is a file" if folder.is_file() else "is not a folder"
+                where = what if folder == out_dir else f"cannot be created: {folder} {what}"
+                raise OutputError(f"{out_dir}: output folder {where}")
+            break
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot write the outputs in this folder ({exc.strerror or exc})") from None
+    return out_dir
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn a file system error while writing ``path`` into one OutputError line."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename if exc.filename else path
+        raise OutputError(f"{where}: cannot write the outputs ({exc.strerror or exc})") from None
+
+
+def csv_name_problem(name: str) -> str | None:
+    """Why a file name cannot be a row of a PALM CSV (which is UTF-8), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return ("file name is not valid UTF-8 (made on another system?), so it cannot be listed in the "
+                "UTF-8 results CSV; rename the file (e.g. convmv -f latin1 -t utf8) and run it again")
+    return None
+
+
 def write_classification_csv(risks: dict[str, float], out_dir: Path) -> Path:
     """`FileName,PM Risk`; FileName is the image's file name as PALM lists it."""
     return _write_csv(out_dir / CSV_NAMES["classification"], ["FileName", "PM Risk"],
-                      [[name, f"{risk:.6f}"] for name, risk in risks.items()])
+                      [[name, _number(risk, name, 6)] for name, risk in risks.items()])
 
 
 def write_fovea_csv(points: dict[str, tuple[float, float] | None], out_dir: Path) -> Path:
     """`FileName,Fovea_X,Fovea_Y` in original pixels; (0, 0) where no fovea was found (PALM's convention)."""
     return _write_csv(out_dir / CSV_NAMES["fovea"], ["FileName", "Fovea_X", "Fovea_Y"],
-                      [[name, f"{p[0]:.2f}", f"{p[1]:.2f}"] if p else [name, "0", "0"] for name, p in points.items()])
+                      [[name, _number(p[0], name, 2), _number(p[1], name, 2)] if p else [name, "0", "0"]
+                       for name, p in points.items()])
 
 
 def write_disc_masks(name: str, disc: np.ndarray, out_dir: Path, png: bool = True) -> None:
     """`Disc_Segmentation/<stem>.bmp` (0 = disc, 255 = background), and a PNG twin."""
     stem = Path(name).stem
-    write_palm_mask(disc, out_dir / DISC_FOLDER / f"{stem}.bmp")
-    if png:
-        write_palm_mask(disc, out_dir / DISC_FOLDER / "png" / f"{stem}.png")
+    with writing(out_dir / DISC_FOLDER):
+        write_palm_mask(disc, out_dir / DISC_FOLDER / f"{stem}.bmp")
+        if png:
+            write_palm_mask(disc, out_dir / DISC_FOLDER / "png" / f"{stem}.png")
 
 
 def write_gc_float(value: float, path: Path) -> None:
@@ -47,18 +103,50 @@ def write_gc_point(xy: tuple[float, float], image: Path, path: Path, name: str =
 
 
 def write_gc_mask(disc: np.ndarray, image: Path, path: Path) -> None:
-    write_mha_mask(disc, path, reference=image)
+    with writing(path):
+        write_mha_mask(disc, path, reference=image)
+
+
+def _number(value: float, name: str, digits: int) -> str:
+    if not math.isfinite(value):
+        raise OutputError(f"{name}: refusing to write a non-finite prediction ({value})")
+    return f"{value:.{digits}f}"
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    try:
+        data = text.getvalue().encode("utf-8")
+    except UnicodeEncodeError as exc:  # callers check names first (csv_name_problem)
+        bad = one_line(exc.object[max(exc.start - 40, 0) : exc.end + 40])
+        raise OutputError(f"{path}: not written: a file name is not valid UTF-8 (...{bad}...)") from None
+    _write_whole(path, data)
     return path
 
 
 def _write_json(value, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value) + "\n")
+    try:
+        text = json.dumps(value, allow_nan=False) + "\n"
+    except ValueError:
+        raise OutputError(f"{path}: refusing to write a non-finite value ({value})") from None
+    _write_whole(path, text.encode("utf-8"))
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, renamed into place."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

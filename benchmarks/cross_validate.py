@@ -78,7 +78,8 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
-    each member, averaged), the ensemble, and both with flip TTA; the last is the recipe."""
+    each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
+    model with TTA as the task's default has it (what `palm predict` runs)."""
     task_ = get_task(task)
     cases = [c for c in read_cases(data).cases if task_.usable(c)]
     extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)] if extra_test else []
@@ -116,7 +117,7 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
             scores[name] = score(task, va, predictions)
             if extra_cases:
                 extra[name].append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
-        recipe = list(variants)[-1]
+        recipe = next(n for n in reversed(variants) if n.endswith("+tta") == task_.tta_default)
         fold_records.append({"fold": k, "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
                              "variants": {n: v for n, v in scores.items() if n != recipe}})
         print(json.dumps(fold_records[-1], default=float), flush=True)
@@ -125,7 +126,7 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
     if members > 1:  # the single model: each member index pooled over the folds, then their mean
         pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(members)]), **pooled}
         extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(members)), []), **extra} if extra else extra
-    recipe = list(pooled)[-1]
+    recipe = next(n for n in reversed(pooled) if n.endswith("+tta") == task_.tta_default)  # as palm predict runs it
     record = {
         "task": task, "data": str(data), "folds": folds, "members": members,
         "config": {k: v for k, v in vars(config).items() if k != "extra"},

@@ -24,8 +24,9 @@ def runs(prefix: str) -> list[dict]:
 
 def recipe(r: dict) -> str:
     c = r["config"]
-    zoom = c.get("zoom", 1)
-    return (f"{c['input_size']} px{f', zoom {zoom}' if zoom > 1 else ''}, {c['epochs']} ep, batch {c['batch_size']}")
+    zoom, members, variant = c.get("zoom", 1), r.get("members", 1), r.get("recipe_variant", "single")
+    return (f"{c['input_size']} px{f', zoom {zoom}' if zoom > 1 else ''}, {c['epochs']} ep, batch {c['batch_size']}"
+            f"{f', ensemble of {members}' if members > 1 else ''}{', flip TTA' if variant.endswith('+tta') else ''}")
 
 
 def minutes(r: dict) -> str:
@@ -85,6 +86,32 @@ def disc() -> list[str]:
                     "DRIONS mean Dice (fold models, averaged)", FOLD_TIME, RECORD], rows)
 
 
+HEADLINE = {"classification": ("auc", "AUC"), "fovea": ("distance_normalised", "mean normalised distance"),
+            "disc": ("dice", "mean Dice")}
+
+
+def variants() -> list[str]:
+    """Ensemble and TTA gains, each variant scored from the very same fold models."""
+    rows = []
+    for task, (key, label) in HEADLINE.items():
+        for r in runs(task):
+            if "variants" not in r:
+                continue
+            cells = []
+            for name, scores in r["variants"].items():
+                value = scores[key]["mean"] if isinstance(scores[key], dict) else scores[key]
+                cells.append(f"{name}: {value:.4f}")
+            extra = r.get("extra_test", {}).get("variants", {})
+            drions = ", ".join(f"{n}: {v['dice']['mean']:.4f}" for n, v in extra.items()) or "–"
+            rows.append([task, label, recipe(r), "; ".join(cells), drions, f"`{r['file']}`"])
+    intro = ("Every variant of one record is scored from the same fold models: *single* is one model "
+             "(for an ensemble record, each member scored alone, then averaged), *ensemble* the "
+             "members' averaged output, *+tta* adds the mirror image (`palm predict --tta`).")
+    return section("Ensembles and test-time augmentation, measured separately",
+                   ["task", "metric", "recipe", "pooled out-of-fold, per variant", "second test set (DRIONS)", RECORD],
+                   rows, intro)
+
+
 def speed() -> list[str]:
     path = RESULTS / "speed.json"
     if not path.is_file():
@@ -104,7 +131,7 @@ def speed() -> list[str]:
 
 def document() -> str:
     intro = INTRO.read_text() if INTRO.is_file() else "# Results\n"
-    return intro.rstrip() + "\n\n" + "\n".join(classification() + fovea() + disc() + speed())
+    return intro.rstrip() + "\n\n" + "\n".join(classification() + fovea() + disc() + variants() + speed())
 
 
 def main() -> None:

@@ -25,7 +25,11 @@ for t in ${@:-classification disc fovea speed}; do
           --folds 3 --epochs 15 --input-size 128 --batch-size 8 --out docs/results/fovea-$arch.json
       done
       $CV fovea --arch vgg19-fused --data "$DATA/idrid" --zoom 2 \
-        --folds 3 --epochs 15 --input-size 128 --batch-size 8 --out docs/results/fovea-vgg19-fused-zoom2.json ;;
+        --folds 3 --epochs 15 --input-size 128 --batch-size 8 --out docs/results/fovea-vgg19-fused-zoom2.json
+      # beyond the paper: joint disc + fovea heat maps, each fold's model the ensemble of 3 inner-fold
+      # models (as `palm train --folds 3`); single, ensemble and TTA scored from the same models
+      $CV fovea --arch disc-fovea-heatmaps --data "$DATA/idrid" --members 3 \
+        --folds 3 --epochs 50 --input-size 192 --batch-size 8 --out docs/results/fovea-heatmaps-ensemble.json ;;
     speed)
       python benchmarks/predict_speed.py --out docs/results/speed.json ;;
     *) echo "unknown run $t" >&2; exit 2 ;;

@@ -154,6 +154,7 @@ class FoveaTask(Task):
     archs = {"vgg19-fused": models.vgg19_fused, "vgg19": models.vgg19_regressor,
              "resnet50": models.resnet50_regressor, "disc-fovea-heatmaps": models.disc_fovea_heatmaps}
     disc_weight = 0.5  # share of the disc centre's distance in the joint model's loss
+    tta_default = False  # the mirror image made the joint model's ensemble worse (0.0411 -> 0.0425, docs/RESULTS.md)
 
     def usable(self, case):
         return case.fovea is not None  # cases marked "no fovea visible" are never learned as a position

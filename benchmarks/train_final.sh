@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The documented final recipes, one per task: the models docs/RESULTS.md reports, trained on
+# every image of the task's data set. `palm predict --model OUT.pt` uses the result as it is
+# (flip TTA on by default; an ensemble where the recipe is one).
+#
+#   bash benchmarks/train_final.sh classification|fovea|disc DATA_ROOT OUT.pt
+#
+# DATA_ROOT is laid out like ../shared/data (palm224/PALM-Training400, idrid,
+# drishti-gs1/Training). From scratch by default (no ImageNet weights on our machines); set
+# PALM_PRETRAINED=imagenet where torchvision's weights can be had. Each task trains within
+# 60 minutes on a 2-core CPU (times in docs/RESULTS.md).
+set -euo pipefail
+[ $# -eq 3 ] || { echo "usage: $0 classification|fovea|disc DATA_ROOT OUT.pt" >&2; exit 2; }
+TASK=$1 DATA=$2 OUT=$3
+PALM=${PALM:-palm}
+COMMON=(--out "$OUT" --pretrained "${PALM_PRETRAINED:-none}")
+start=$(date +%s)
+case $TASK in
+  classification)  # the paper's ResNet50 at 112 px
+    $PALM train classification --data "$DATA/palm224/PALM-Training400" "${COMMON[@]}" \
+        --input-size 112 --epochs 14 --batch-size 16 --val-fraction 0 ;;
+  fovea)  # disc-and-fovea heat maps, the ensemble of the 3 fold models
+    $PALM train fovea --data "$DATA/idrid" "${COMMON[@]}" --arch disc-fovea-heatmaps \
+        --input-size 192 --epochs 50 --batch-size 8 --folds 3 ;;
+  disc)  # the paper's ResNet34-ASPP U-Net at 256 px with the refining pass
+    $PALM train disc --data "$DATA/drishti-gs1/Training" "${COMMON[@]}" \
+        --input-size 256 --zoom 2 --epochs 15 --batch-size 8 --val-fraction 0 ;;
+  *) echo "unknown task $TASK (classification, fovea or disc)" >&2; exit 2 ;;
+esac
+echo "trained $TASK in $(( $(date +%s) - start )) s: $OUT" >&2

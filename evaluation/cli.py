@@ -33,9 +33,9 @@ def _fail(exc: PalmError):
 @click.option("--gc", is_flag=True, help="grand-challenge mode: read predictions.json and job outputs from --input.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=Path("/input"), show_default=True,
               help="grand-challenge input folder (with --gc).")
-@click.option("--classification-slug", default=DEFAULT_SLUGS["classification"], show_default=True)
-@click.option("--fovea-slug", default=DEFAULT_SLUGS["fovea"], show_default=True)
-@click.option("--disc-slug", default=DEFAULT_SLUGS["disc"], show_default=True)
+@click.option("--classification-slug", help=f"Output slug (--gc; default: {DEFAULT_SLUGS['classification']} when present, else the output of its kind).")
+@click.option("--fovea-slug", help=f"Output slug (--gc; default: {DEFAULT_SLUGS['fovea']} when present, else the output of its kind).")
+@click.option("--disc-slug", help=f"Output slug (--gc; default: {DEFAULT_SLUGS['disc']} when present, else the output of its kind).")
 def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, fovea_slug, disc_slug):
     """Score a submission (any of the three tasks) and write metrics.json."""
     from . import gc as gc_mode
@@ -43,7 +43,8 @@ def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, 
 
     try:
         if gc:
-            slugs = {"classification": classification_slug, "fovea": fovea_slug, "disc": disc_slug}
+            slugs = {t: s for t, s in (("classification", classification_slug), ("fovea", fovea_slug),
+                                         ("disc", disc_slug)) if s}
             result = evaluate_gc(input_dir, ground_truth or gc_mode.GROUND_TRUTH, slugs)
             out = out or gc_mode.OUTPUT / "metrics.json"
         else:

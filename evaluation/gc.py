@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
     parser.add_argument("--output", type=Path, default=OUTPUT, help="folder for metrics.json")
     for task, slug in DEFAULT_SLUGS.items():
-        parser.add_argument(f"--{task}-slug", default=slug, help=f"output slug of the {task} task")
+        parser.add_argument(f"--{task}-slug", help=f"output slug of the {task} task (default: {slug!r} when "
+                            f"present, else the one output of its interface kind)")
     args = parser.parse_args(argv)
-    slugs = {task: getattr(args, f"{task}_slug") for task in DEFAULT_SLUGS}
+    slugs = {task: getattr(args, f"{task}_slug") for task in DEFAULT_SLUGS if getattr(args, f"{task}_slug")}
     try:
         result = run(args.input, args.ground_truth, args.output, slugs)
     except PalmError as exc:

@@ -37,6 +37,15 @@ DEFAULT_SLUGS = {
     "fovea": "fovea",
     "disc": "optic-disc-segmentation",
 }
+# The interface kinds of each task's output, as predictions.json names them (the display name
+# or grand-challenge's short code, any case), in order of preference: the disc mask is a
+# Segmentation, else an Image output.
+OUTPUT_KINDS = {
+    "classification": (("float", "flt"),),
+    "fovea": (("point", "poin", "2d point"),),
+    "disc": (("segmentation", "seg"), ("image", "img")),
+}
+KIND_NAMES = {"classification": "Float", "fovea": "Point", "disc": "Segmentation"}
 
 
 @dataclass(frozen=True)
@@ -261,10 +270,12 @@ def _mask_folder(folder: Path, suffixes: tuple[str, ...], dark: bool, report: Re
 def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> Submission:
     """Jobs of an algorithm run: ``predictions.json`` plus ``<pk>/output/<relative_path>`` files.
 
-    A job is matched to a case by the original name (stem) of its input image.
+    A job is matched to a case by the original name (stem) of its input image. ``slugs`` names
+    the output slug of a task; a task not named there is found by its default slug, else by its
+    interface kind (see ``choose_slugs``).
     """
     input_dir = Path(input_dir)
-    slugs = {**DEFAULT_SLUGS, **(slugs or {})}
+    given = {task: slug for task, slug in (slugs or {}).items() if slug}
     sub = Submission(fovea_in_world=True)
     report = sub.report
     try:
@@ -277,6 +288,9 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
         return sub
     if not isinstance(jobs, list):
         report.error("predictions.json: expected a list of algorithm jobs")
+        return sub
+    slugs = choose_slugs(jobs, given, report)
+    if slugs is None:  # reported: which outputs are which cannot be told
         return sub
     found: dict[str, dict] = {task: {} for task in TASKS}
     job_of: dict[str, str] = {}
@@ -302,7 +316,7 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
         job_of[stem] = pk
         outputs = {_slug(o): o for o in job.get("outputs") or [] if isinstance(o, dict)}
         for task in TASKS:
-            entry = outputs.get(slugs[task])
+            entry = outputs.get(slugs[task]) if task in slugs else None
             if entry is None:
                 continue
             where = f"job {pk} ({name}): {slugs[task]}"
@@ -328,8 +342,8 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
             else:
                 found[task][stem] = parsed
     for task in TASKS:
-        if any(slugs[task] in {_slug(o) for o in (j.get("outputs") or []) if isinstance(o, dict)}
-               for j in jobs if isinstance(j, dict)):
+        if task in slugs and any(slugs[task] in {_slug(o) for o in (j.get("outputs") or []) if isinstance(o, dict)}
+                                 for j in jobs if isinstance(j, dict)):
             sub.sources[task] = slugs[task]
     sub.risk = found["classification"] if "classification" in sub.sources else None
     sub.fovea = found["fovea"] if "fovea" in sub.sources else None
@@ -337,8 +351,74 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
     if not jobs:
         report.error("predictions.json: no algorithm jobs")
     elif not sub.tasks() and not report.errors:
-        report.error(f"predictions.json: no outputs named {', '.join(slugs[t] for t in TASKS)}")
+        seen = output_kinds(jobs)
+        report.error(f"predictions.json: no Float, Point or Segmentation output (nor one named "
+                     f"{', '.join(given.get(t, DEFAULT_SLUGS[t]) for t in TASKS)}); outputs seen: {_seen(seen)}")
     return sub
+
+
+def output_kinds(jobs: list) -> dict[str, set[str]]:
+    """Every output slug of the jobs, with the interface kinds it is given (lower case)."""
+    seen: dict[str, set[str]] = {}
+    for job in jobs:
+        if not isinstance(job, dict):
+            continue
+        for output in job.get("outputs") or []:
+            if not isinstance(output, dict):
+                continue
+            slug = _slug(output)
+            if isinstance(slug, str) and slug:
+                kind = _interface(output).get("kind")
+                seen.setdefault(slug, set()).add(kind.strip().lower() if isinstance(kind, str) else "")
+    return seen
+
+
+def _seen(seen: dict[str, set[str]]) -> str:
+    if not seen:
+        return "none"
+    return ", ".join(f"{slug} ({'/'.join(sorted(k or '?' for k in kinds))})" for slug, kinds in sorted(seen.items()))
+
+
+def choose_slugs(jobs: list, given: dict[str, str], report: Report) -> dict[str, str] | None:
+    """Which output slug holds each task: task -> slug, for the tasks the jobs have.
+
+    A slug given for a task is used (its absence is an error, never a skip). Otherwise the task's
+    default slug when the jobs have it, else the one output of the task's interface kind (Float,
+    Point, Segmentation, else Image) not already taken, with a warning naming it. Two candidates
+    of a kind cannot be told apart: one error naming the slugs seen, and None. A task with no
+    output of its kind is absent from the submission (and so not scored), as in a phase without it.
+    """
+    seen = output_kinds(jobs)
+    chosen: dict[str, str] = {}
+    for task, slug in given.items():
+        if slug not in seen:
+            report.error(f"no output {slug!r} for {task} (--{task}-slug); outputs seen: {_seen(seen)}")
+            return None
+        chosen[task] = slug
+    for task in TASKS:
+        if task not in chosen and DEFAULT_SLUGS[task] in seen and DEFAULT_SLUGS[task] not in chosen.values():
+            chosen[task] = DEFAULT_SLUGS[task]
+    taken = set(chosen.values())
+    for task in TASKS:
+        if task in chosen:
+            continue
+        for kinds in OUTPUT_KINDS[task]:
+            candidates = sorted(s for s, k in seen.items() if s not in taken and k & set(kinds))
+            if len(candidates) > 1:
+                report.error(f"cannot tell which output is the {task} ({kinds[0].title()}): "
+                             f"{', '.join(candidates)}; outputs seen: {_seen(seen)}; "
+                             f"name it with --{task}-slug")
+                return None
+            if candidates:
+                chosen[task] = candidates[0]
+                taken.add(candidates[0])
+                report.warn(f"{task}: output {candidates[0]!r} found by its kind ({kinds[0].title()}); "
+                            f"the default slug is {DEFAULT_SLUGS[task]!r}")
+                break
+    unused = sorted(set(seen) - taken)
+    if unused:
+        report.warn(f"outputs not scored: {', '.join(unused)}")
+    return chosen
 
 
 def _interface(value: dict) -> dict:

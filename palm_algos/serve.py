@@ -13,10 +13,17 @@ The input mode is read off ``/input``:
   ``Disc_Segmentation/*.bmp`` (+ ``png/``) in ``/output``. A bad image is reported and skipped;
   the others are still written, and the exit status is 1.
 
+``main("all")`` (the ``palm-all`` image) runs every task of ``TASKS`` in one go: one
+grand-challenge job writes the three outputs, each to its own socket; batch mode writes all the
+PALM files. The checkpoints are then ``<task>.pt`` (one per task) under ``/opt/ml/model`` or
+``/opt/app/model``.
+
 The model is the one ``*.pt`` checkpoint under ``/opt/ml/model`` (where grand-challenge
 extracts an uploaded model tarball), else under ``/opt/app/model`` (baked into the image).
 Slugs and folders can be changed with the environment variables below or the matching options;
-``python -m palm_algos.serve TASK --help`` lists them.
+``python -m palm_algos.serve TASK --help`` lists them. The images set ``PALM_<TASK>_SLUG`` and
+``PALM_INPUT_SLUG`` from build arguments (``./build.sh build --fovea-slug ...``), since
+grand-challenge lets no one set environment variables at run time.
 
 Only ``/output`` (and ``/tmp``, by libraries) is written; nothing needs the network.
 A failure ends with exit status 1 and a one-line reason as the last line of stderr.
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path, PurePosixPath
@@ -46,10 +54,13 @@ OUTPUT_SLUGS = {
     "disc": "optic-disc-segmentation",
 }
 GC_IMAGE_SUFFIXES = (".mha", ".tif", ".tiff")
+ALL = "all"  # the palm-all image: every task of TASKS in one run
 
-# Environment variables (options of the same meaning win over them).
+# Environment variables (options of the same meaning win over them; an empty one is unset).
 ENV_INPUT, ENV_OUTPUT, ENV_MODEL = "PALM_INPUT", "PALM_OUTPUT", "PALM_MODEL"
 ENV_INPUT_SLUG, ENV_OUTPUT_SLUG = "PALM_INPUT_SLUG", "PALM_OUTPUT_SLUG"
+ENV_TASK_SLUGS = {task: f"PALM_{task.upper()}_SLUG" for task in OUTPUT_SLUGS}  # baked in at build time
+SLUG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # grand-challenge slugs; also a safe file name
 
 
 class ServeError(PalmError):
@@ -59,12 +70,18 @@ class ServeError(PalmError):
 # -- model -----------------------------------------------------------------------------------------
 
 
-def find_checkpoint(task: str, model: Path | None = None, search: tuple[Path, ...] = MODEL_DIRS) -> Path:
+def find_checkpoint(task: str, model: Path | None = None, search: tuple[Path, ...] = MODEL_DIRS,
+                    named: bool = False) -> Path:
     """The checkpoint to use: ``model`` (a file, or a folder to search), else the first folder
-    of ``search`` that holds one. A folder must hold exactly one ``*.pt`` (or one ``<task>.pt``)."""
+    of ``search`` that holds one. A folder must hold exactly one ``*.pt`` (or one ``<task>.pt``).
+
+    ``named`` (palm-all, whose folders hold a checkpoint per task): only ``<task>.pt`` counts.
+    """
     if model is not None:
         model = Path(model)
         if model.is_file():
+            if named:
+                raise ServeError(f"{model}: palm-all needs a model folder holding {', '.join(f'{t}.pt' for t in OUTPUT_SLUGS)}")
             return model
         if not model.is_dir():
             raise ServeError(f"{model}: no such model file or folder")
@@ -73,6 +90,11 @@ def find_checkpoint(task: str, model: Path | None = None, search: tuple[Path, ..
         if not folder.is_dir():
             continue
         found = sorted(p for p in folder.rglob("*.pt") if p.is_file() and not p.name.startswith("."))
+        if named:
+            found = [p for p in found if p.name == f"{task}.pt"]
+            if len(found) > 1:
+                shown = ", ".join(str(p.relative_to(folder)) for p in found[:5])
+                raise ServeError(f"{folder}: {len(found)} {task}.pt checkpoints ({shown}); keep one")
         if len(found) == 1:
             return found[0]
         named = [p for p in found if p.name == f"{task}.pt"]
@@ -83,7 +105,7 @@ def find_checkpoint(task: str, model: Path | None = None, search: tuple[Path, ..
             raise ServeError(f"{folder}: {len(found)} checkpoints ({shown}); keep one, or name it {task}.pt")
     where = " or ".join(str(f) for f in search)
     raise ServeError(
-        f"no {task} model: expected one *.pt checkpoint in {where} "
+        f"no {task} model: expected {f'{task}.pt' if named else 'one *.pt checkpoint'} in {where} "
         f"(mount a folder at /opt/ml/model, upload a model tarball on grand-challenge, "
         f"or bake models/{task}.pt in with ./build.sh build)"
     )
@@ -192,18 +214,51 @@ def _describe(task: str, value: Any) -> str:
 # -- entry point -----------------------------------------------------------------------------------
 
 
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def default_output_slug(task: str) -> str:
+    """PALM_OUTPUT_SLUG (a one-task image), else PALM_<TASK>_SLUG (set at build time), else the default."""
+    return _env(ENV_OUTPUT_SLUG) or _env(ENV_TASK_SLUGS[task]) or OUTPUT_SLUGS[task]
+
+
+def task_list(task: str) -> tuple[str, ...]:
+    return tuple(TASKS) if task == ALL else (task,)
+
+
 def parse_args(task: str, argv: list[str] | None) -> argparse.Namespace:
-    env = os.environ
     parser = argparse.ArgumentParser(
-        prog=f"palm-{task}", description=f"PALM {task} algorithm container (see palm_algos/serve.py)."
+        prog=f"palm-{task}",
+        description=(f"PALM {task} algorithm container" if task != ALL else
+                     f"PALM algorithm container for all tasks ({', '.join(TASKS)})") + " (see palm_algos/serve.py).",
     )
-    parser.add_argument("--input", type=Path, default=Path(env.get(ENV_INPUT, INPUT)), help=f"input folder [{ENV_INPUT}, {INPUT}]")
-    parser.add_argument("--output", type=Path, default=Path(env.get(ENV_OUTPUT, OUTPUT)), help=f"output folder [{ENV_OUTPUT}, {OUTPUT}]")
-    parser.add_argument("--model", type=Path, default=Path(env[ENV_MODEL]) if env.get(ENV_MODEL) else None,
+    parser.add_argument("--input", type=Path, default=Path(_env(ENV_INPUT) or INPUT), help=f"input folder [{ENV_INPUT}, {INPUT}]")
+    parser.add_argument("--output", type=Path, default=Path(_env(ENV_OUTPUT) or OUTPUT), help=f"output folder [{ENV_OUTPUT}, {OUTPUT}]")
+    parser.add_argument("--model", type=Path, default=Path(_env(ENV_MODEL)) if _env(ENV_MODEL) else None,
                         help=f"checkpoint file or folder [{ENV_MODEL}; default: {', '.join(map(str, MODEL_DIRS))}]")
-    parser.add_argument("--input-slug", default=env.get(ENV_INPUT_SLUG, INPUT_SLUG), help=f"grand-challenge input slug [{ENV_INPUT_SLUG}]")
-    parser.add_argument("--output-slug", default=env.get(ENV_OUTPUT_SLUG, OUTPUT_SLUGS[task]), help=f"grand-challenge output slug [{ENV_OUTPUT_SLUG}]")
-    return parser.parse_args(argv)
+    parser.add_argument("--input-slug", default=_env(ENV_INPUT_SLUG) or INPUT_SLUG, help=f"grand-challenge input slug [{ENV_INPUT_SLUG}]")
+    if task == ALL:
+        for each in TASKS:
+            parser.add_argument(f"--{each}-slug", default=_env(ENV_TASK_SLUGS[each]) or OUTPUT_SLUGS[each],
+                                help=f"grand-challenge output slug of {each} [{ENV_TASK_SLUGS[each]}, {OUTPUT_SLUGS[each]}]")
+    else:
+        parser.add_argument("--output-slug", default=default_output_slug(task),
+                            help=f"grand-challenge output slug [{ENV_OUTPUT_SLUG}, {ENV_TASK_SLUGS[task]}, {OUTPUT_SLUGS[task]}]")
+    args = parser.parse_args(argv)
+    args.slugs = ({each: getattr(args, f"{each}_slug") for each in TASKS} if task == ALL
+                  else {task: args.output_slug})
+    return args
+
+
+def check_slugs(input_slug: str, slugs: dict[str, str]) -> None:
+    """Slugs become file and folder names under /output: letters, digits, - and _ only, one per output."""
+    for what, slug in [("input", input_slug), *slugs.items()]:
+        if not SLUG_PATTERN.fullmatch(slug):
+            raise ServeError(f"{what} slug {slug!r}: use letters, digits, '-' and '_' only")
+    if len(set(slugs.values())) < len(slugs):
+        raise ServeError(f"output slugs must differ: {', '.join(f'{t}={s}' for t, s in slugs.items())}")
 
 
 def load_predictor(task: str, checkpoint: Path):
@@ -213,9 +268,11 @@ def load_predictor(task: str, checkpoint: Path):
 
 
 def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
-    """Run the container for ``task``; returns the exit status (0, or 1 with a reason on stderr)."""
-    if task not in TASKS:
+    """Run the container for ``task`` (or ``"all"``: every task of TASKS, one after the other);
+    returns the exit status (0, or 1 with a reason on stderr)."""
+    if task not in TASKS and task != ALL:
         raise ValueError(f"unknown task {task!r}")
+    tasks = task_list(task)
     args = parse_args(task, argv)
     name = f"palm-{task}"
     start = time.monotonic()
@@ -223,26 +280,41 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
     def say(line: str) -> None:
         print(f"{name}: {one_line(line)}", file=sys.stderr, flush=True)
 
+    def tagged(each: str, line: str) -> str:  # palm-all says which task a line is about
+        return f"{each}: {line}" if task == ALL else line
+
+    failed: list[str] = []  # palm-all: tasks that failed as a whole (the others still ran)
+    runs = {}
     try:
         if not args.input.is_dir():
             raise ServeError(f"{args.input}: input folder not found" if not args.input.exists()
                              else f"{args.input}: input is not a folder")
         mode = detect_mode(args.input)
         print(one_line(f"{name}: {mode} mode, input {args.input}, output {args.output}"), flush=True)
-        prepare_output(args.output)  # before the model and the images: nothing computed is lost
-        checkpoint = find_checkpoint(task, args.model)
-        predictor = load(task, checkpoint)
-        meta = getattr(predictor, "meta", {}) or {}
-        details = ", ".join(f"{k} {meta[k]}" for k in ("arch", "input_size", "palm_version") if k in meta)
-        print(one_line(f"{name}: model {checkpoint}" + (f" ({details})" if details else "")), flush=True)
         if mode == "grand-challenge":
-            target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.output_slug)
-            print(one_line(f"{name}: {_describe(task, value)}; wrote {target} in {time.monotonic() - start:.1f} s"), flush=True)
-            return 0
-        from .predict import predict_folder
+            check_slugs(args.input_slug, args.slugs)
+        prepare_output(args.output)  # before the model and the images: nothing computed is lost
+        checkpoints = {each: find_checkpoint(each, args.model, named=task == ALL) for each in tasks}  # all found first
+        for each in tasks:
+            try:
+                predictor = load(each, checkpoints[each])
+                meta = getattr(predictor, "meta", {}) or {}
+                details = ", ".join(f"{k} {meta[k]}" for k in ("arch", "input_size", "palm_version") if k in meta)
+                print(one_line(f"{name}: {tagged(each, 'model')} {checkpoints[each]}" + (f" ({details})" if details else "")), flush=True)
+                if mode == "grand-challenge":
+                    target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.slugs[each])
+                    print(one_line(f"{name}: {tagged(each, _describe(each, value))}; wrote {target} "
+                                   f"in {time.monotonic() - start:.1f} s"), flush=True)
+                else:
+                    from .predict import predict_folder
 
-        found, predicted, problems, skipped = predict_folder(predictor, args.input, args.output,
-                                                              progress=sys.stderr.isatty())
+                    runs[each] = predict_folder(predictor, args.input, args.output, progress=sys.stderr.isatty())
+                del predictor
+            except PalmError as exc:
+                if task != ALL:
+                    raise
+                say(f"error: {each}: {exc}")  # the other tasks still run; the exit status is 1
+                failed.append(each)
     except PalmError as exc:
         say(f"error: {exc}")
         return 1
@@ -250,22 +322,37 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         say(f"error: {where}{exc.strerror or exc}")
         return 1
+    elapsed = f"in {time.monotonic() - start:.1f} s"
+    if mode == "grand-challenge":
+        if failed:
+            say(f"error: {', '.join(failed)} failed (see above); wrote the other outputs {elapsed}")
+            return 1
+        return 0
+    problems = [tagged(each, line) for each, run in runs.items() for line in run.problems]
+    skipped = sorted({line for run in runs.values() for line in run.skipped})
     for line in problems:
         say(f"failed: {line}")
     for line in skipped:
         say(line)
-    summary = f"{predicted} of {found} images predicted in {time.monotonic() - start:.1f} s, outputs in {args.output}"
+    if task == ALL:
+        counts = ", ".join(f"{each} {run.predicted} of {run.found}" for each, run in runs.items())
+        summary = f"{counts} images predicted {elapsed}, outputs in {args.output}"
+    else:
+        found, predicted = runs[task].found, runs[task].predicted
+        summary = f"{predicted} of {found} images predicted {elapsed}, outputs in {args.output}"
     if skipped:
         summary += f"; {len(skipped)} other file(s) skipped"
-    if problems:
-        say(f"{summary}; {len(problems)} failed (listed above)")
+    if problems or failed:
+        parts = ([f"{len(problems)} failed (listed above)"] if problems else []) + \
+                ([f"{', '.join(failed)} not run (see above)"] if failed else [])
+        say(f"{summary}; {'; '.join(parts)}")
         return 1
     say(summary)
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
-        print(f"usage: python -m palm_algos.serve {{{','.join(TASKS)}}} [options]", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in (*TASKS, ALL):
+        print(f"usage: python -m palm_algos.serve {{{','.join((*TASKS, ALL))}}} [options]", file=sys.stderr)
         raise SystemExit(2)
     raise SystemExit(main(sys.argv[1], sys.argv[2:]))

@@ -362,14 +362,24 @@ def test_gc_predictions_json(truth, tmp_path, capsys):
     assert json.loads((tmp_path / "cli.json").read_text())["aggregates"] == data["aggregates"]
 
 
-def test_gc_custom_slug_and_single_task(truth, tmp_path):
+def test_gc_single_task_and_absent_slug(truth, tmp_path, capsys):
+    """A phase with one task scores that task; a slug given but absent fails (never a silent skip)."""
     gt = gc_truth(truth)
     inp = make_gc_input(tmp_path / "input", gt)
-    code = gc_main(["--input", str(inp), "--ground-truth", str(gt), "--output", str(tmp_path / "out"),
-                    "--disc-slug", "something-else", "--classification-slug", "nope"])
+    jobs = json.loads((inp / "predictions.json").read_text())
+    for job in jobs:
+        job["outputs"] = [o for o in job["outputs"] if o["interface"]["slug"] == "fovea"]
+    (inp / "predictions.json").write_text(json.dumps(jobs))
+    code = gc_main(["--input", str(inp), "--ground-truth", str(gt), "--output", str(tmp_path / "out")])
     assert code == 0
     agg = json.loads((tmp_path / "out" / "metrics.json").read_text())["aggregates"]
     assert list(agg) == ["fovea"]
+    capsys.readouterr()
+    code = gc_main(["--input", str(inp), "--ground-truth", str(gt), "--output", str(tmp_path / "out2"),
+                    "--disc-slug", "something-else"])
+    assert code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "'something-else'" in last and "fovea (point)" in last
 
 
 def test_gc_failure_last_stderr_line(truth, tmp_path):

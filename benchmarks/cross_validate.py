@@ -75,8 +75,12 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
 @click.option("--reuse", is_flag=True, help="Score the fold checkpoints already in --workdir instead of training "
                                             "(after a change to prediction only); training times come from their history.")
+@click.option("--resume", is_flag=True, help="Continue a stopped run: fold models already trained are kept, one "
+                                             "stopped mid-way goes on from its last epoch (palm train --resume).")
+@click.option("--note", default="", help="What else differs in this run (kept in the record).")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse, out):
+def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse,
+         resume, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
     model with TTA as the task's default has it (what `palm predict` runs)."""
@@ -94,8 +98,8 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
             paths = [workdir / f"{stem}-fold{k}-member{j}.pt" for j in range(members)]
             for path, (inner_tr, inner_va) in zip(paths, kfold_splits(task_, tr, members, seed)):
                 if not reuse:  # as `palm train --folds`: each member keeps its best epoch on its inner fold
-                    train(task_, inner_tr, inner_va, config, path, progress=False)
-            seconds = sum(trained_seconds(p, config) for p in paths) if reuse else time.time() - t0
+                    train(task_, inner_tr, inner_va, config, path, resume=resume, progress=False)
+            seconds = sum(trained_seconds(p, config) for p in paths) if reuse or resume else time.time() - t0
             ckpt = workdir / f"{stem}-fold{k}-ensemble.pt"
             combine_checkpoints(paths, ckpt)
             variants = {f"member{j}": Predictor.load(p, task=task, tta=False) for j, p in enumerate(paths)}
@@ -103,11 +107,9 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
                              "ensemble+tta": Predictor.load(ckpt, task=task, tta=True)})
         else:
             ckpt = workdir / f"{stem}-fold{k}.pt"
-            if reuse:
-                seconds = trained_seconds(ckpt, config)
-            else:
-                train(task_, tr, [], config, ckpt, progress=False)  # no peeking: the fold model is the last epoch
-                seconds = time.time() - t0
+            if not reuse:
+                train(task_, tr, [], config, ckpt, resume=resume, progress=False)  # no peeking: the last epoch
+            seconds = trained_seconds(ckpt, config) if reuse or resume else time.time() - t0
             variants = {"single": Predictor.load(ckpt, task=task, tta=False),
                         "single+tta": Predictor.load(ckpt, task=task, tta=True)}
         scores = {}
@@ -128,7 +130,7 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
         extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(members)), []), **extra} if extra else extra
     recipe = next(n for n in reversed(pooled) if n.endswith("+tta") == task_.tta_default)  # as palm predict runs it
     record = {
-        "task": task, "data": str(data), "folds": folds, "members": members,
+        "task": task, "data": str(data), "folds": folds, "members": members, **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "cross_validated": pooled[recipe],
         "recipe_variant": recipe,

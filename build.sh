@@ -10,6 +10,11 @@ ROOT=$PWD
 
 TAG=${PALM_TAG:-latest}
 TASKS=(classification fovea disc)
+ALGOS=("${TASKS[@]}" all)            # algorithm images: one per task, and palm-all (every task in one)
+SLUG_ARGS=(PALM_INPUT_SLUG PALM_CLASSIFICATION_SLUG PALM_FOVEA_SLUG PALM_DISC_SLUG)  # build arguments of the algorithm images
+# The phase the end-to-end slug test imitates: palm-all built with these slugs, scored by kind.
+TEST_SLUGS=(--input-slug fundus-photo --classification-slug pm-likelihood --fovea-slug fovea-location
+            --disc-slug disc-mask)
 WHEELHOUSE=$ROOT/wheelhouse
 WORK=$ROOT/build/containers          # staging contexts, test inputs, test models (gitignored)
 EXPORT=$ROOT/export
@@ -31,9 +36,14 @@ usage() {
     cat <<EOF
 usage: ./build.sh COMMAND
 
-  build    Build the four images: palm-torch-base (Python + torch + palm), palm-classification,
-           palm-fovea and palm-disc FROM it (inference.py + models/<task>.pt baked in when
-           present), and palm-evaluation (no torch). Sets up what it needs first, cached for
+  build [--classification-slug SLUG] [--fovea-slug SLUG] [--disc-slug SLUG] [--input-slug SLUG]
+           Build the images: palm-torch-base (Python + torch + palm); palm-classification,
+           palm-fovea, palm-disc and palm-all (the three tasks in one image) FROM it
+           (inference.py + models/<task>.pt baked in when present); and palm-evaluation (no
+           torch). The slug options (or PALM_CLASSIFICATION_SLUG=... etc. in the environment)
+           set the grand-challenge socket slugs the algorithm images read and write, baked in
+           as environment defaults (defaults: pathologic-myopia-likelihood, fovea,
+           optic-disc-segmentation, color-fundus-image). Sets up what it needs first, cached for
            later runs: a Docker daemon, the base image (python:3.11-slim, or a Debian bookworm
            image made with debootstrap when Docker Hub is out of reach) and ./wheelhouse
            (pip download on this machine of the wheels the base image's Python and glibc
@@ -43,9 +53,12 @@ usage: ./build.sh COMMAND
            2124x2056 image and a broken image included), and check the outputs with
            pytest -m docker tests/test_containers.py. Models: models/<task>.pt, else tiny ones
            trained on synthetic data (1 epoch, --pretrained none) in build/containers/models.
+           Also builds palm-all-slugs:TAG (palm-all with ${TEST_SLUGS[*]})
+           and scores its outputs with palm-evaluation, which finds them by kind.
   export   Write export/palm-<name>.tar.gz (docker save | gzip; palm-<name>-<tag>.tar.gz when
-           PALM_TAG is not latest) for each image, and export/<task>-model.tar.gz (the
-           checkpoint, for grand-challenge's model upload).
+           PALM_TAG is not latest) for each image, export/<task>-model.tar.gz (the
+           checkpoint, for grand-challenge's model upload) and export/all-model.tar.gz (the
+           three, for palm-all).
   demo     Build, make the synthetic example (example/, palm data synth), train quick models
            when models/ has none (saying so), run the three algorithm containers on it in
            grand-challenge mode (PALM_DEMO_JOBS images, default 8, one run each) and score
@@ -69,6 +82,10 @@ Environment:
                     with the README's install: python3 -m venv .venv && .venv/bin/pip
                     install -e '.[dev]')
   PALM_DEMO_JOBS    images the demo runs as grand-challenge jobs (default 8)
+  PALM_INPUT_SLUG, PALM_CLASSIFICATION_SLUG, PALM_FOVEA_SLUG, PALM_DISC_SLUG
+                    build-time slugs, as the build options (the options win); use another
+                    PALM_TAG for images with other slugs, e.g.
+                      PALM_TAG=phase2 ./build.sh build --fovea-slug fovea-point
 EOF
 }
 
@@ -340,6 +357,7 @@ stage_torch_base() {
 image_size() { docker image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
 cmd_build() {
+    parse_slugs "$@"
     mkdir -p "$WORK"
     ensure_docker
     ensure_base_image
@@ -356,25 +374,56 @@ cmd_build() {
         -f "$ROOT/containers/base/Dockerfile" -t "$(image torch-base)" "$TORCH_CONTEXT" \
         >"$WORK/build-torch-base.log" 2>&1 || { tail -30 "$WORK/build-torch-base.log" >&2; die "building $(image torch-base) failed (log: $WORK/build-torch-base.log)"; }
     say "built $(image torch-base) in $(( $(date +%s) - t0 )) s"
-    for task in "${TASKS[@]}"; do
-        t0=$(date +%s)
-        ctx=$WORK/context/$task
-        rm -rf "$ctx"; mkdir -p "$ctx"; cp -r "containers/$task/." "$ctx/"
-        if [ -f "models/$task.pt" ]; then
-            cp "models/$task.pt" "$ctx/model/$task.pt"
-            say "baking models/$task.pt into $(image "$task")"
-        fi
-        docker_build --build-arg BASE_IMAGE="$(image torch-base)" -t "$(image "$task")" "$ctx" \
-            >"$WORK/build-$task.log" 2>&1 || { tail -30 "$WORK/build-$task.log" >&2; die "building $(image "$task") failed (log: $WORK/build-$task.log)"; }
-        say "built $(image "$task") in $(( $(date +%s) - t0 )) s"
+    for name in "${ALGOS[@]}"; do
+        build_algorithm "$name" "$(image "$name")" "${SLUG_BUILD_ARGS[@]}"
     done
-    for name in evaluation torch-base "${TASKS[@]}"; do
+    for name in evaluation torch-base "${ALGOS[@]}"; do
         printf '  %-28s %s\n' "$(image "$name")" "$(image_size "$(image "$name")")" >&2
     done
 }
 
+build_algorithm() {  # build_algorithm NAME IMAGE [--build-arg ...]: containers/NAME FROM palm-torch-base
+    local name=$1 target=$2 ctx=$WORK/context/$1 t0=$(date +%s) task baked=(); shift 2
+    rm -rf "$ctx"; mkdir -p "$ctx"; cp -r "containers/$name/." "$ctx/"
+    for task in "${TASKS[@]}"; do  # a task's image bakes its model; palm-all bakes every one present
+        if [ -f "models/$task.pt" ] && { [ "$name" = all ] || [ "$name" = "$task" ]; }; then
+            cp "models/$task.pt" "$ctx/model/$task.pt"; baked+=("models/$task.pt")
+        fi
+    done
+    [ ${#baked[@]} -eq 0 ] || say "baking ${baked[*]} into $target"
+    docker_build --build-arg BASE_IMAGE="$(image torch-base)" "$@" -t "$target" "$ctx" \
+        >"$WORK/build-$name.log" 2>&1 || { tail -30 "$WORK/build-$name.log" >&2; die "building $target failed (log: $WORK/build-$name.log)"; }
+    say "built $target in $(( $(date +%s) - t0 )) s${*:+ ($*)}"
+}
+
+parse_slugs() {
+    # Sets SLUG_BUILD_ARGS from the build options (--fovea-slug SLUG, ...) over the environment
+    # (PALM_FOVEA_SLUG, ...); empty: the Dockerfiles' defaults.
+    local var opt value
+    declare -A given=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --input-slug|--classification-slug|--fovea-slug|--disc-slug)
+                [ $# -ge 2 ] || die "$1 needs a value"
+                opt=${1#--}; var=PALM_$(echo "${opt%-slug}" | tr a-z A-Z)_SLUG
+                given[$var]=$2; shift 2 ;;
+            --input-slug=*|--classification-slug=*|--fovea-slug=*|--disc-slug=*)
+                opt=${1%%=*}; opt=${opt#--}; var=PALM_$(echo "${opt%-slug}" | tr a-z A-Z)_SLUG
+                given[$var]=${1#*=}; shift ;;
+            *) die "build: unknown option $1 (./build.sh help)" ;;
+        esac
+    done
+    SLUG_BUILD_ARGS=()
+    for var in "${SLUG_ARGS[@]}"; do
+        value=${given[$var]:-${!var:-}}
+        [ -n "$value" ] || continue
+        [[ $value =~ ^[A-Za-z0-9_][A-Za-z0-9_-]*$ ]] || die "$var=$value: a slug has letters, digits, '-' and '_' only"
+        SLUG_BUILD_ARGS+=(--build-arg "$var=$value")
+    done
+}
+
 ensure_built() {  # test, export and demo always use images of the current sources (cached steps are instant)
-    cmd_build
+    cmd_build  # with the slugs of the environment (PALM_FOVEA_SLUG=...), if any
 }
 
 # -- models for tests and the demo ---------------------------------------------------------------
@@ -420,8 +469,11 @@ cmd_test() {
     mkdir -p "$WORK/data"
     [ -f "$WORK/data/example/labels.csv" ] || palm_in_container "$WORK" data synth /work/data/example --count 12 --size 256x256 >/dev/null
     quick_models "$WORK/models" "$WORK/data/example"
+    # a phase with other slugs: palm-all built with them, its outputs scored by the evaluation image
+    parse_slugs "${TEST_SLUGS[@]}"
+    build_algorithm all "$(image all-slugs)" "${SLUG_BUILD_ARGS[@]}"
     say "running tests/test_containers.py"
-    PALM_DOCKER_TESTS=1 PALM_TAG=$TAG PALM_TEST_TORCH=$TORCH_FLAVOUR PALM_TEST_MODELS="$WORK/models" PALM_TEST_WORK="$WORK/test" \
+    PALM_DOCKER_TESTS=1 PALM_TAG=$TAG PALM_TEST_SLUGS="${TEST_SLUGS[*]}" PALM_TEST_TORCH=$TORCH_FLAVOUR PALM_TEST_MODELS="$WORK/models" PALM_TEST_WORK="$WORK/test" \
         "$PY" -m pytest -q -m docker -p no:cacheprovider tests/test_containers.py "$@"
     say "container tests of the $TAG images ($TORCH_FLAVOUR torch) finished in $(( $(date +%s) - t0 )) s"
 }
@@ -434,7 +486,7 @@ cmd_export() {
     local name task t0
     local suffix=""
     [ "$TAG" = latest ] || suffix=-$TAG      # export/palm-<name>-cuda.tar.gz beside the CPU ones
-    for name in evaluation "${TASKS[@]}"; do
+    for name in evaluation "${ALGOS[@]}"; do
         t0=$(date +%s)
         docker save "$(image "$name")" | gzip -1 >"$EXPORT/palm-$name$suffix.tar.gz.tmp"
         mv "$EXPORT/palm-$name$suffix.tar.gz.tmp" "$EXPORT/palm-$name$suffix.tar.gz"
@@ -448,6 +500,10 @@ cmd_export() {
             say "no models/$task.pt: no $task-model.tar.gz (train one: palm train $task ...)"
         fi
     done
+    if [ -f models/classification.pt ] && [ -f models/fovea.pt ] && [ -f models/disc.pt ]; then
+        tar -C models -czf "$EXPORT/all-model.tar.gz" classification.pt fovea.pt disc.pt
+        say "export/all-model.tar.gz (palm-all's model: the three checkpoints)"
+    fi
 }
 
 # -- demo ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 TAG = os.environ.get("PALM_TAG", "latest")
 TASKS = ("classification", "fovea", "disc")
+ALGOS = (*TASKS, "all")  # palm-all: the three tasks in one image
 RUN_FLAGS = ["--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "--cap-drop=ALL",
              "--security-opt=no-new-privileges", "--memory=4g", "--pids-limit=256"]
 FULL_SIZE = (2124, 2056)
@@ -47,7 +48,7 @@ def _docker_ready(request):
         pytest.skip("container tests run with `pytest -m docker` or ./build.sh test")
     if shutil.which("docker") is None or docker("info").returncode != 0:
         pytest.skip("no Docker daemon")
-    missing = [image(n) for n in ("evaluation", *TASKS) if docker("image", "inspect", image(n)).returncode != 0]
+    missing = [image(n) for n in ("evaluation", *ALGOS) if docker("image", "inspect", image(n)).returncode != 0]
     if missing:
         pytest.skip(f"images not built ({', '.join(missing)}): ./build.sh build")
 
@@ -79,6 +80,16 @@ def models() -> dict[str, Path]:
         else:
             pytest.skip(f"no {task} checkpoint: run ./build.sh test (it trains tiny ones)")
     return found
+
+
+@pytest.fixture(scope="module")
+def all_model(work, models) -> Path:
+    """palm-all's model folder: <task>.pt for each task (copies: a mount does not follow links out)."""
+    folder = work / "all-model"
+    folder.mkdir(exist_ok=True)
+    for task in TASKS:
+        shutil.copy2(models[task] / f"{task}.pt", folder / f"{task}.pt")
+    return folder
 
 
 def run(name: str, input_dir: Path, output_dir: Path, model_dir: Path | None = None,
@@ -149,19 +160,21 @@ def gc_input(work) -> dict:
 
 
 @pytest.fixture(scope="module")
-def batch_runs(work, batch_input, models) -> dict:
-    return {t: run(t, batch_input["dir"], work / "batch-output" / t, models[t]) for t in TASKS}
+def batch_runs(work, batch_input, models, all_model) -> dict:
+    return {t: run(t, batch_input["dir"], work / "batch-output" / t, models[t] if t != "all" else all_model)
+            for t in ALGOS}
 
 
 @pytest.fixture(scope="module")
-def gc_runs(work, gc_input, models) -> dict:
-    return {t: run(t, gc_input["dir"], work / "gc-output" / t, models[t]) for t in TASKS}
+def gc_runs(work, gc_input, models, all_model) -> dict:
+    return {t: run(t, gc_input["dir"], work / "gc-output" / t, models[t] if t != "all" else all_model)
+            for t in ALGOS}
 
 
 # -- image conventions -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["evaluation", *TASKS])
+@pytest.mark.parametrize("name", ["evaluation", *ALGOS])
 def test_image_conventions(name):
     config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image(name)).stdout)
     assert config["User"] not in ("", "root", "0")
@@ -196,8 +209,8 @@ def test_algorithm_images_share_the_torch_base():
         return json.loads(docker("image", "inspect", "--format", "{{json .RootFS.Layers}}", image(name)).stdout)
 
     base = layers("torch-base")
-    for task in TASKS:
-        assert layers(task)[: len(base)] == base
+    for name in ALGOS:
+        assert layers(name)[: len(base)] == base
 
 
 # -- PALM batch mode ----------------------------------------------------------------------------------
@@ -323,3 +336,81 @@ def test_evaluation_scores_the_algorithm_jobs(work, models):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics, "metrics.json is empty"
+
+
+# -- palm-all: the three tasks in one image ----------------------------------------------------------
+
+
+def test_all_batch_writes_every_palm_file(batch_runs, work, batch_input):
+    """Batch mode: the three PALM results in one run, the same as the per-task images wrote."""
+    result = batch_runs["all"]
+    n = len(batch_input["sizes"])
+    assert result.returncode == 1, result.stderr[-2000:]  # the broken image, once per task
+    assert last_err(result).startswith(f"palm-all: classification {n} of {n + 1}, fovea {n} of {n + 1}, "
+                                       f"disc {n} of {n + 1} images predicted"), result.stderr[-2000:]
+    out = work / "batch-output" / "all"
+    for name in ("Classification_Results.csv", "Fovea_Localization_Results.csv"):
+        task = "classification" if name.startswith("Class") else "fovea"
+        assert (out / name).read_text() == (work / "batch-output" / task / name).read_text()
+    masks = sorted(p.name for p in (out / "Disc_Segmentation").glob("*.bmp"))
+    assert masks == sorted(p.name for p in (work / "batch-output" / "disc" / "Disc_Segmentation").glob("*.bmp"))
+    for name in masks:
+        assert (np.asarray(Image.open(out / "Disc_Segmentation" / name))
+                == np.asarray(Image.open(work / "batch-output" / "disc" / "Disc_Segmentation" / name))).all()
+
+
+def test_all_gc_job_writes_the_three_outputs(gc_runs, work):
+    """grand-challenge mode: one job, the Float, the Point and the Segmentation, each as the per-task image wrote it."""
+    import SimpleITK as sitk
+
+    result = gc_runs["all"]
+    assert result.returncode == 0, result.stdout[-1000:] + result.stderr[-2000:]
+    out = work / "gc-output" / "all"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["fovea.json", "images/optic-disc-segmentation/output.mha", "pathologic-myopia-likelihood.json"]
+    for name, task in (("pathologic-myopia-likelihood.json", "classification"), ("fovea.json", "fovea")):
+        assert json.loads((out / name).read_text()) == json.loads((work / "gc-output" / task / name).read_text())
+    mask = "images/optic-disc-segmentation/output.mha"
+    assert (sitk.GetArrayFromImage(sitk.ReadImage(str(out / mask)))
+            == sitk.GetArrayFromImage(sitk.ReadImage(str(work / "gc-output" / "disc" / mask)))).all()
+
+
+# -- a phase with other slugs: build-time slugs -> outputs -> evaluation by kind ----------------------
+
+
+def test_phase_with_build_time_slugs_end_to_end(work, all_model):
+    """palm-all-slugs (./build.sh test builds palm-all with PALM_TEST_SLUGS as build arguments) on
+    jobs whose input has another slug; the evaluation image, given no slug, finds each output by
+    its kind and scores all three tasks."""
+    words = os.environ.get("PALM_TEST_SLUGS", "").split()
+    if not words or docker("image", "inspect", image("all-slugs")).returncode != 0:
+        pytest.skip("palm-all-slugs not built (./build.sh test builds it)")
+    slugs = {words[i][2:-len("-slug")]: words[i + 1] for i in range(0, len(words), 2)}
+    input_slug = slugs.pop("input")
+    env = json.loads(docker("image", "inspect", "--format", "{{json .Config.Env}}", image("all-slugs")).stdout)
+    for task, slug in slugs.items():
+        assert f"PALM_{task.upper()}_SLUG={slug}" in env
+    sys.path.insert(0, str(ROOT / "containers" / "test"))
+    from gc_jobs import collect, prepare
+
+    from palm_algos.synth import write_palm_example
+
+    truth = write_palm_example(work / "slugs-truth", count=3, size=(320, 320), seed=5)
+    jobs = prepare(truth, work / "slugs-jobs", input_slug=input_slug)
+    for job in jobs:
+        result = run("all-slugs", job / "input", job / "output", all_model)
+        assert result.returncode == 0, result.stderr[-2000:]
+        files = sorted(p.relative_to(job / "output").as_posix() for p in (job / "output").rglob("*") if p.is_file())
+        assert files == sorted([f"{slugs['classification']}.json", f"{slugs['fovea']}.json",
+                                f"images/{slugs['disc']}/output.mha"])
+    evaluation_input = collect(work / "slugs-jobs", work / "slugs-input", slugs).parent
+    out = work / "slugs-output"
+    out.mkdir()
+    out.chmod(0o777)
+    result = docker("run", *RUN_FLAGS, "-v", f"{evaluation_input}:/input:ro",
+                    "-v", f"{truth}:/opt/ml/input/data/ground_truth:ro", "-v", f"{out}:/output",
+                    image("evaluation"), timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["aggregates"]) == {"classification", "fovea", "disc"}
+    assert all(any(f"{slug!r} found by its kind" in w for w in metrics["warnings"]) for slug in slugs.values())

@@ -4,9 +4,10 @@
         one job folder per image: JOBS/<pk>/input/{inputs.json, images/color-fundus-image/<uuid>.mha}
         and an empty JOBS/<pk>/output/ for an algorithm container to fill; with --truth, the
         ground truth of just those images (PALM layout) for the evaluation container
-    python containers/test/gc_jobs.py collect JOBS OUT
+    python containers/test/gc_jobs.py collect JOBS OUT [--slug TASK=SLUG ...]
         OUT/predictions.json + OUT/<pk>/output/...: what grand-challenge hands the evaluation
-        container at /input after the algorithm jobs ran
+        container at /input after the algorithm jobs ran (each output with its slug and its
+        interface kind: Float, Point, Segmentation)
 
 Used by ./build.sh demo and tests/test_containers.py. Host side only (numpy, SimpleITK, palm).
 """
@@ -36,7 +37,8 @@ def input_value(name: str, slug: str = INPUT_SLUG) -> dict:
     }
 
 
-def prepare(source: Path, jobs: Path, limit: int | None = None, truth: Path | None = None) -> list[Path]:
+def prepare(source: Path, jobs: Path, limit: int | None = None, truth: Path | None = None,
+            input_slug: str = INPUT_SLUG) -> list[Path]:
     """One grand-challenge job folder per image of ``source`` (images are stored as MHA, as
     grand-challenge converts uploads)."""
     folder = source / "images" if (source / "images").is_dir() else source
@@ -49,8 +51,8 @@ def prepare(source: Path, jobs: Path, limit: int | None = None, truth: Path | No
     for index, image in enumerate(images):
         job = jobs / f"job-{index:04d}"
         rgb, _ = read_image(image)
-        write_mha_image(rgb, job / "input" / "images" / INPUT_SLUG / f"{uuid.uuid4()}.mha")
-        (job / "input" / "inputs.json").write_text(json.dumps([input_value(image.name)], indent=2))
+        write_mha_image(rgb, job / "input" / "images" / input_slug / f"{uuid.uuid4()}.mha")
+        (job / "input" / "inputs.json").write_text(json.dumps([input_value(image.name, input_slug)], indent=2))
         (job / "output").mkdir(parents=True, exist_ok=True)
         (job / "output").chmod(0o777)  # the container's non-root user writes here
         made.append(job)
@@ -76,14 +78,18 @@ def write_truth(source: Path, images: list[Path], out: Path) -> Path:
     return out
 
 
-def collect(jobs: Path, out: Path) -> Path:
-    """predictions.json for the evaluation container, and each job's outputs beside it."""
+def collect(jobs: Path, out: Path, slugs: dict[str, str] | None = None) -> Path:
+    """predictions.json for the evaluation container, and each job's outputs beside it.
+
+    ``slugs`` (task -> slug) overrides the default output slugs, as a phase's interfaces do.
+    """
+    slugs = {**OUTPUT_SLUGS, **(slugs or {})}
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for job in sorted(p for p in jobs.iterdir() if (p / "input" / "inputs.json").is_file()):
         pk = job.name
         outputs = []
-        for task, slug in OUTPUT_SLUGS.items():
+        for task, slug in slugs.items():
             if task == "disc":
                 relative = f"images/{slug}"
                 present = (job / "output" / relative / "output.mha").is_file()
@@ -116,14 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("jobs", type=Path)
     p.add_argument("--limit", type=int)
     p.add_argument("--truth", type=Path, help="write the ground truth of the chosen images here")
+    p.add_argument("--input-slug", default=INPUT_SLUG)
     c = sub.add_parser("collect")
     c.add_argument("jobs", type=Path)
     c.add_argument("out", type=Path)
+    c.add_argument("--slug", action="append", default=[], metavar="TASK=SLUG", help="an output slug other than the default")
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        print(f"{len(prepare(args.source, args.jobs, args.limit, args.truth))} jobs in {args.jobs}")
+        print(f"{len(prepare(args.source, args.jobs, args.limit, args.truth, args.input_slug))} jobs in {args.jobs}")
     else:
-        print(collect(args.jobs, args.out))
+        slugs = dict(item.split("=", 1) for item in args.slug)
+        unknown = sorted(set(slugs) - set(OUTPUT_SLUGS))
+        if unknown:
+            parser.error(f"--slug: unknown task {unknown[0]!r} (one of {', '.join(OUTPUT_SLUGS)})")
+        print(collect(args.jobs, args.out, slugs))
     return 0
 
 

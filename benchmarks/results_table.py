@@ -26,7 +26,8 @@ def recipe(r: dict) -> str:
     c = r["config"]
     zoom, members, variant = c.get("zoom", 1), r.get("members", 1), r.get("recipe_variant", "single")
     return (f"{c['input_size']} px{f', zoom {zoom}' if zoom > 1 else ''}, {c['epochs']} ep, batch {c['batch_size']}"
-            f"{f', ensemble of {members}' if members > 1 else ''}{', flip TTA' if variant.endswith('+tta') else ''}")
+            f"{f', ensemble of {members}' if members > 1 else ''}{', flip TTA' if variant.endswith('+tta') else ''}"
+            + (f" ({r['note']})" if r.get("note") else ""))
 
 
 def minutes(r: dict) -> str:

@@ -91,6 +91,8 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
                          batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
     stem = f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
     oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
+    # the variant that is the recipe: the largest model, with TTA as palm predict runs it by default
+    recipe = ("ensemble" if members > 1 else "single") + ("+tta" if task_.tta_default else "")
     started = time.time()
     for k, (tr, va) in enumerate(kfold_splits(task_, cases, folds, seed)):
         t0 = time.time()
@@ -119,7 +121,6 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
             scores[name] = score(task, va, predictions)
             if extra_cases:
                 extra[name].append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
-        recipe = next(n for n in reversed(variants) if n.endswith("+tta") == task_.tta_default)
         fold_records.append({"fold": k, "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
                              "variants": {n: v for n, v in scores.items() if n != recipe}})
         print(json.dumps(fold_records[-1], default=float), flush=True)
@@ -128,7 +129,6 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
     if members > 1:  # the single model: each member index pooled over the folds, then their mean
         pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(members)]), **pooled}
         extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(members)), []), **extra} if extra else extra
-    recipe = next(n for n in reversed(pooled) if n.endswith("+tta") == task_.tta_default)  # as palm predict runs it
     record = {
         "task": task, "data": str(data), "folds": folds, "members": members, **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},

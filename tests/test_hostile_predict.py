@@ -156,6 +156,10 @@ def unprivileged(args: list[str], cwd: Path) -> Run:
             pytest.skip("running as root without setpriv: cannot test permissions")
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     env = {**os.environ, "HOME": str(cwd), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(REPO)}
+    if prefix and subprocess.run([*prefix, sys.executable, "-c", "import palm_algos.cli"], cwd=cwd, env=env,
+                                 capture_output=True, timeout=120).returncode != 0:
+        pytest.skip(f"the unprivileged user cannot read this checkout ({REPO}) or its Python: "
+                    "cannot test permissions here")
     proc = subprocess.run([*prefix, sys.executable, "-m", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, errors="backslashreplace", timeout=600)
     return Run(proc.returncode, proc.stdout + proc.stderr)

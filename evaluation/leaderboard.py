@@ -5,6 +5,8 @@ Ranking rule (docs/METRICS.md): each task ranks the valid submissions on its hea
 'average'); the overall rank is the rank of the mean of a submission's task ranks. A
 submission without a task ties for the worst rank in it (``missing="worst"``) or is ranked
 on the tasks it has (``missing="skip"``). Invalid submissions are listed with their reason.
+With the ground truth's photographs at hand, the page also shows each submission's worst cases
+(``evaluation.gallery``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import html
 import io
 import json
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from tqdm import tqdm
 
 from palm_algos.cases import Case
 
+from .gallery import FOLDER, SORT_SCRIPT, Gallery, gallery_html, photos_of
 from .scoring import clean, score, write_metrics
 from .submission import TASKS, read_palm_submission
 from .truth import GroundTruth, open_ground_truth
@@ -45,6 +49,7 @@ class Entry:
     name: str
     result: dict | None = None
     error: str | None = None
+    worst: dict[str, list[str]] | None = None  # task -> cases drawn in the gallery, worst first
 
     def headline(self, task: str) -> float | None:
         if self.result is None:
@@ -54,10 +59,13 @@ class Entry:
         return float(value) if isinstance(value, (int, float)) else None
 
 
-def load_entry(folder: Path, cases: GroundTruth | list[Case] | None, name: str | None = None) -> Entry:
+def load_entry(folder: Path, cases: GroundTruth | list[Case] | None, name: str | None = None,
+               gallery: Gallery | None = None) -> Entry:
     """A subfolder holding metrics.json is taken as scored; otherwise it is a PALM folder or zip.
 
-    A ground-truth problem (GroundTruthError) is not one submission's: it propagates.
+    With ``gallery``, the worst cases are drawn while the submission's masks are at hand (a zip
+    is extracted only for as long as it is scored); a scored folder's pictures show no
+    predicted disc. A ground-truth problem (GroundTruthError) is not one submission's: it propagates.
     """
     folder = Path(folder)
     name = name or folder.name
@@ -69,12 +77,14 @@ def load_entry(folder: Path, cases: GroundTruth | list[Case] | None, name: str |
             return Entry(name, error=f"metrics.json is not valid JSON ({exc})")
         if not isinstance(result, dict) or not isinstance(result.get("aggregates"), dict):
             return Entry(name, error="metrics.json has no 'aggregates'")
-        return Entry(name, result=result)
+        return Entry(name, result=result, worst=gallery.draw(name, result, None) if gallery else None)
     if cases is None:
         return Entry(name, error="a PALM folder needs --ground-truth to be scored")
     try:
         with submission_folder(folder) as opened:
-            return Entry(name, result=clean(score(cases, read_palm_submission(opened, shown=folder))))
+            submission = read_palm_submission(opened, shown=folder)
+            result = clean(score(cases, submission))
+            return Entry(name, result=result, worst=gallery.draw(name, result, submission.disc) if gallery else None)
     except ValidationError as exc:
         return Entry(name, error=str(exc))
 
@@ -122,17 +132,28 @@ def build(
     out: Path,
     missing: str = "worst",
     progress: bool | None = None,
+    gallery: bool = True,
+    images: Path | None = None,
 ) -> pd.DataFrame:
-    """Score every subfolder and .zip of ``submissions``; write leaderboard.{csv,md,html} to ``out``."""
+    """Score every subfolder and .zip of ``submissions``; write leaderboard.{csv,md,html} to ``out``.
+
+    ``gallery``: draw each submission's worst cases under ``out/gallery/`` from the ground
+    truth's photographs, or from ``images`` (a folder) where the ground truth has none.
+    """
     submissions, out = Path(submissions), Path(out)
     sources = sorted(p for p in submissions.iterdir()
                      if not is_junk(p.name) and (p.is_dir() or p.suffix.lower() == ".zip"))
     stems = [p.stem if p.suffix.lower() == ".zip" else p.name for p in sources]
     names = [stem if stems.count(stem) == 1 else p.name for stem, p in zip(stems, sources)]
+    shutil.rmtree(out / FOLDER, ignore_errors=True)  # pictures of an earlier run would be stale
+    pictures = None
     with ExitStack() as stack:
         truth = stack.enter_context(open_ground_truth(ground_truth)) if ground_truth else None
+        photos = photos_of(truth.cases, images) if truth and gallery else {}
+        if photos:
+            pictures = Gallery(out / FOLDER, {c.name: c for c in truth.cases}, photos)
         entries = [
-            load_entry(source, truth, name)
+            load_entry(source, truth, name, pictures)
             for source, name in tqdm(list(zip(sources, names)), desc="scoring", unit="submission",
                                      disable=None if progress is None else not progress)
         ]
@@ -143,7 +164,8 @@ def build(
             write_metrics(entry.result, out / "metrics" / f"{entry.name}.json")
     table.to_csv(out / "leaderboard.csv", index=False)
     (out / "leaderboard.md").write_text(markdown(table, missing))
-    (out / "leaderboard.html").write_text(html_page(table, entries, missing))
+    note = "" if pictures or not gallery else "No case pictures: the ground truth has no images (palm leaderboard --images)."
+    (out / "leaderboard.html").write_text(html_page(table, entries, missing, note))
     return table
 
 
@@ -166,8 +188,9 @@ def markdown(table: pd.DataFrame, missing: str) -> str:
     return "# PALM leaderboard\n\n" + "\n".join([header, rule, *rows]) + "\n" + note
 
 
-def html_page(table: pd.DataFrame, entries: list[Entry], missing: str) -> str:
-    """One self-contained page: the table and the plots as base64 PNG."""
+def html_page(table: pd.DataFrame, entries: list[Entry], missing: str, gallery_note: str = "") -> str:
+    """One page: the table and the plots as base64 PNG, then each submission's cases, whose
+    pictures are files beside the page (gallery/); no request leaves the folder."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in table.itertuples(index=False)
@@ -177,12 +200,17 @@ def html_page(table: pd.DataFrame, entries: list[Entry], missing: str) -> str:
                           for title, png in plots(entries))
     except ImportError:
         figures = "<p>Plots need matplotlib (pip install palm[plots]).</p>"
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}"
+    cases = "".join(gallery_html(e.name, e.result, e.worst) for e in entries if e.result is not None)
+    if gallery_note:
+        cases = f"<p>{html.escape(gallery_note)}</p>{cases}"
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+             "img{max-width:100%}.gallery{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;font-size:small}"
+             "table.sortable th{cursor:pointer;background:#eee}")
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>PALM leaderboard</title><style>{style}</style></head>"
         f"<body><h1>PALM leaderboard</h1><table><tr>{head}</tr>{body}</table>"
         f"<p>Overall rank = rank of the mean task rank (ties averaged); missing tasks: {html.escape(missing)}.</p>"
-        f"{figures}</body></html>\n"
+        f"{figures}{cases}<script>{SORT_SCRIPT}</script></body></html>\n"
     )
 
 

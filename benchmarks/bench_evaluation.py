@@ -21,9 +21,10 @@ import numpy as np
 from PIL import Image
 
 import palm_algos.cases as cases_module
-from evaluation import metrics, scoring
+from evaluation import masks, metrics, scoring
 from evaluation.submission import read_palm_submission
 from palm_algos.cases import read_cases
+from palm_algos.formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS
 
 W, H = 2124, 2056
 
@@ -40,7 +41,7 @@ def generate(root: Path, count: int, seed: int = 0) -> tuple[Path, Path]:
     rng = np.random.default_rng(seed)
     truth, sub = root / "truth", root / "submission"
     (truth / "Disc_Masks").mkdir(parents=True)
-    (sub / "Disc_Segmentation").mkdir(parents=True)
+    (sub / DISC_FOLDER).mkdir(parents=True)
     photo = root / "photo.jpg"
     Image.new("RGB", (W, H), (150, 70, 40)).save(photo, quality=90)
     fovea_rows, risk_rows, pred_fovea_rows = ["imgName,Fovea_X,Fovea_Y"], [], []
@@ -57,10 +58,10 @@ def generate(root: Path, count: int, seed: int = 0) -> tuple[Path, Path]:
         Image.fromarray(np.full((H, W), 255, np.uint8) if empty else disc(cx, cy, r)).save(truth / "Disc_Masks" / f"{name}.bmp")
         dx, dy = rng.integers(-15, 16, 2)
         Image.fromarray(disc(cx + int(dx), cy + int(dy), r + int(rng.integers(-10, 11)))).save(
-            sub / "Disc_Segmentation" / f"{name}.bmp")
+            sub / DISC_FOLDER / f"{name}.bmp")
     (truth / "fovea.csv").write_text("\n".join(fovea_rows) + "\n")
-    (sub / "Classification_Results.csv").write_text("FileName,PM Risk\n" + "\n".join(risk_rows) + "\n")
-    (sub / "Fovea_Localization_Results.csv").write_text("FileName,Fovea_X,Fovea_Y\n" + "\n".join(pred_fovea_rows) + "\n")
+    for task, rows in (("classification", risk_rows), ("fovea", pred_fovea_rows)):
+        (sub / CSV_NAMES[task]).write_text(",".join(PALM_COLUMNS[task]) + "\n" + "\n".join(rows) + "\n")
     return truth, sub
 
 
@@ -91,8 +92,8 @@ def main() -> None:
 
         steps: dict[str, float] = defaultdict(float)
         timed(steps, "decode ground truth masks", cases_module, "read_grey")
-        timed(steps, "decode predicted masks", scoring, "read_grey")
-        timed(steps, "binarise + binary check", scoring, "_binarise")
+        timed(steps, "decode predicted masks", masks, "read_grey")
+        timed(steps, "label-map check", masks, "_is_label_map")
         timed(steps, "Dice", metrics, "dice")
         timed(steps, "Hausdorff (surface k-d tree)", metrics, "hausdorff")
         tasks: dict[str, float] = {}

@@ -28,23 +28,34 @@ from palm_algos.tasks import get_task
 from palm_algos.train import TrainConfig, kfold_splits, last_path, train
 
 
-def score(task: str, cases, predictions) -> dict:
-    if task == "classification":
-        y = np.array([c.label for c in cases])
-        risk = np.array(predictions)
-        lo, hi = metrics.auc_ci(y, risk)
-        return {"auc": metrics.auc(y, risk), "auc_ci95": [lo, hi],
-                "sensitivity_at_0.85_specificity": metrics.sensitivity_at_specificity(y, risk)}
-    if task == "fovea":
-        truth = np.array([c.fovea for c in cases])
-        pred = np.array(predictions)
-        px = metrics.fovea_distances(pred, truth)
-        norm = metrics.normalised_fovea_distances(pred, truth, np.array([c.size for c in cases]))
-        return {"distance_px": metrics.summary(px), "distance_normalised": metrics.summary(norm),
-                "normalised_variance": float(np.var(norm))}
-    dice = [metrics.dice(p, c.read_disc()) for c, p in zip(cases, predictions)]
-    present = metrics.presence_f1([p.any() for p in predictions], [c.read_disc().any() for c in cases])
+def _score_classification(cases, risks) -> dict:
+    y = np.array([c.label for c in cases])
+    risk = np.array(risks)
+    lo, hi = metrics.auc_ci(y, risk)
+    return {"auc": metrics.auc(y, risk), "auc_ci95": [lo, hi],
+            "sensitivity_at_0.85_specificity": metrics.sensitivity_at_specificity(y, risk)}
+
+
+def _score_fovea(cases, points) -> dict:
+    truth = np.array([c.fovea for c in cases])
+    pred = np.array(points)
+    px = metrics.fovea_distances(pred, truth)
+    norm = metrics.normalised_fovea_distances(pred, truth, np.array([c.size for c in cases]))
+    return {"distance_px": metrics.summary(px), "distance_normalised": metrics.summary(norm),
+            "normalised_variance": float(np.var(norm))}
+
+
+def _score_disc(cases, masks) -> dict:
+    dice = [metrics.dice(p, c.read_disc()) for c, p in zip(cases, masks)]
+    present = metrics.presence_f1([p.any() for p in masks], [c.read_disc().any() for c in cases])
     return {"dice": metrics.summary(dice), "presence_f1": present}
+
+
+SCORES = {"classification": _score_classification, "fovea": _score_fovea, "disc": _score_disc}
+
+
+def score(task: str, cases, predictions) -> dict:
+    return SCORES[task](cases, predictions)
 
 
 def trained_seconds(ckpt: Path, config: TrainConfig) -> float:

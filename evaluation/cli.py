@@ -12,8 +12,7 @@ from pathlib import Path
 import click
 
 from palm_algos.errors import PalmError
-
-from .submission import DEFAULT_SLUGS
+from palm_algos.formats import OUTPUT_SLUGS
 
 
 def _fail(exc: PalmError):
@@ -33,9 +32,9 @@ def _fail(exc: PalmError):
 @click.option("--gc", is_flag=True, help="grand-challenge mode: read predictions.json and job outputs from --input.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=Path("/input"), show_default=True,
               help="grand-challenge input folder (with --gc).")
-@click.option("--classification-slug", help=f"Output slug (--gc; default: {DEFAULT_SLUGS['classification']} when present, else the output of its kind).")
-@click.option("--fovea-slug", help=f"Output slug (--gc; default: {DEFAULT_SLUGS['fovea']} when present, else the output of its kind).")
-@click.option("--disc-slug", help=f"Output slug (--gc; default: {DEFAULT_SLUGS['disc']} when present, else the output of its kind).")
+@click.option("--classification-slug", help=f"Output slug (--gc; default: {OUTPUT_SLUGS['classification']} when present, else the output of its kind).")
+@click.option("--fovea-slug", help=f"Output slug (--gc; default: {OUTPUT_SLUGS['fovea']} when present, else the output of its kind).")
+@click.option("--disc-slug", help=f"Output slug (--gc; default: {OUTPUT_SLUGS['disc']} when present, else the output of its kind).")
 def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, fovea_slug, disc_slug):
     """Score a submission (any of the three tasks) and write metrics.json."""
     from . import gc as gc_mode

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from palm_algos.errors import PalmError
+from palm_algos.formats import OUTPUT_SLUGS
 
 from .scoring import evaluate_gc, summary_lines, truth_lines, write_metrics
-from .submission import DEFAULT_SLUGS
 
 INPUT = Path("/input")
 GROUND_TRUTH = Path("/opt/ml/input/data/ground_truth")
@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=INPUT, help="folder with predictions.json and job outputs")
     parser.add_argument("--ground-truth", type=Path, default=GROUND_TRUTH)
     parser.add_argument("--output", type=Path, default=OUTPUT, help="folder for metrics.json")
-    for task, slug in DEFAULT_SLUGS.items():
+    for task, slug in OUTPUT_SLUGS.items():
         parser.add_argument(f"--{task}-slug", help=f"output slug of the {task} task (default: {slug!r} when "
                             f"present, else the one output of its interface kind)")
     args = parser.parse_args(argv)
-    slugs = {task: getattr(args, f"{task}_slug") for task in DEFAULT_SLUGS if getattr(args, f"{task}_slug")}
+    slugs = {task: getattr(args, f"{task}_slug") for task in OUTPUT_SLUGS if getattr(args, f"{task}_slug")}
     try:
         result = run(args.input, args.ground_truth, args.output, slugs)
     except PalmError as exc:

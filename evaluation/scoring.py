@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from palm_algos.cases import Case
+from palm_algos.formats import GC_IMAGE_SUFFIXES
 from palm_algos.imageio import ImageError
 
 from . import metrics as M
@@ -206,7 +207,7 @@ def _fovea(cases, fovea, sub, per_case, progress) -> dict:
 
 def _to_pixels(case: Case, xy: tuple[float, float], in_world: bool) -> tuple[float, float]:
     """grand-challenge points are in world space: map them through the image's geometry."""
-    if not in_world or case.image.suffix.lower() not in (".mha", ".tif", ".tiff"):
+    if not in_world or case.image.suffix.lower() not in GC_IMAGE_SUFFIXES:
         return xy
     import SimpleITK as sitk
 

@@ -15,37 +15,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from palm_algos.formats import (CSV_NAMES, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_KINDS, OUTPUT_SLUGS, PALM_COLUMNS,
+                                PALM_FILES, TASKS, interface, stays_below)
+
 from .unpack import is_junk
 from .validation import Report, bare_name, short_list
-
-TASKS = ("classification", "fovea", "disc")
-
-PALM_FILES = {
-    "classification": "Classification_Results.csv",
-    "fovea": "Fovea_Localization_Results.csv",
-    "disc": "Disc_Segmentation",
-}
-PALM_COLUMNS = {
-    "classification": ("FileName", "PM Risk"),
-    "fovea": ("FileName", "Fovea_X", "Fovea_Y"),
-}
-MASK_SUFFIXES = (".bmp", ".png")
-GC_MASK_SUFFIXES = (".mha", ".tif", ".tiff")
-
-DEFAULT_SLUGS = {
-    "classification": "pathologic-myopia-likelihood",
-    "fovea": "fovea",
-    "disc": "optic-disc-segmentation",
-}
-# The interface kinds of each task's output, as predictions.json names them (the display name
-# or grand-challenge's short code, any case), in order of preference: the disc mask is a
-# Segmentation, else an Image output.
-OUTPUT_KINDS = {
-    "classification": (("float", "flt"),),
-    "fovea": (("point", "poin", "2d point"),),
-    "disc": (("segmentation", "seg"), ("image", "img")),
-}
-KIND_NAMES = {"classification": "Float", "fovea": "Point", "disc": "Segmentation"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +83,8 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
         if key in RESULT_NAMES and key in entries:
             sub.report.error(f"{entries[key].name} and {path.name}: two results whose names differ only by case")
         entries.setdefault(key, path)
-    for task in ("classification", "fovea"):
+    predictions: dict[str, dict] = {}
+    for task in CSV_NAMES:
         path = entries.get(PALM_FILES[task].lower())
         if path is None:
             continue
@@ -118,13 +93,12 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
         if rows is None:  # unusable as a whole (already reported): no per-case complaints
             rows, bad = {}, {"*"}
         sub.rejected |= {(task, name) for name in bad}
-        if task == "classification":
-            sub.risk = {name: values[0] for name, values in rows.items()}
-            for name, risk in sub.risk.items():
-                if not 0.0 <= risk <= 1.0:
-                    sub.report.error(f"{path.name}: {name}: PM Risk must be between 0 and 1, got {risk:g}")
-        else:
-            sub.fovea = {name: (values[0], values[1]) for name, values in rows.items()}
+        value, problem = CSV_VALUES[task]
+        predictions[task] = {name: value(numbers) for name, numbers in rows.items()}
+        for name, prediction in predictions[task].items():
+            if text := problem(prediction):
+                sub.report.error(f"{path.name}: {name}: {text}")
+    sub.risk, sub.fovea = predictions.get("classification"), predictions.get("fovea")
     masks = entries.get(PALM_FILES["disc"].lower())
     if masks is not None and masks.is_dir():
         sub.sources["disc"] = masks.name
@@ -136,6 +110,14 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
             f"{PALM_FILES['fovea']} or a {PALM_FILES['disc']}/ folder{found}"
         )
     return sub
+
+
+# A PALM CSV row's numbers -> a task's prediction, and what is wrong with one (None: nothing).
+CSV_VALUES = {
+    "classification": (lambda numbers: numbers[0],
+                       lambda risk: None if 0.0 <= risk <= 1.0 else f"PM Risk must be between 0 and 1, got {risk:g}"),
+    "fovea": (lambda numbers: (numbers[0], numbers[1]), lambda point: None),
+}
 
 
 def _results_folder(folder: Path) -> tuple[Path, list[Path]]:
@@ -324,19 +306,14 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
             if location is None:
                 sub.rejected.add((task, stem))
                 continue
-            if task == "disc":
+            if task in GC_VALUES:
+                value = _gc_value(location, entry, where, report)
+                parsed = None if value is None else GC_VALUES[task](value, where, report)
+            else:  # an image output: the disc mask
                 mask = _gc_mask(location, where, report)
                 if mask is not None and not _inside(mask, input_dir, where, report):
                     mask = None
-                if mask is None:
-                    sub.rejected.add((task, stem))
-                else:
-                    found[task][stem] = MaskFile(mask, dark=False, label=mask.relative_to(input_dir).as_posix())
-                continue
-            value = _gc_value(location, entry, where, report)
-            parsed = None
-            if value is not None:
-                parsed = _risk(value, where, report) if task == "classification" else _point(value, where, report)
+                parsed = None if mask is None else MaskFile(mask, dark=False, label=mask.relative_to(input_dir).as_posix())
             if parsed is None:
                 sub.rejected.add((task, stem))
             else:
@@ -353,7 +330,7 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
     elif not sub.tasks() and not report.errors:
         seen = output_kinds(jobs)
         report.error(f"predictions.json: no Float, Point or Segmentation output (nor one named "
-                     f"{', '.join(given.get(t, DEFAULT_SLUGS[t]) for t in TASKS)}); outputs seen: {_seen(seen)}")
+                     f"{', '.join(given.get(t, OUTPUT_SLUGS[t]) for t in TASKS)}); outputs seen: {_seen(seen)}")
     return sub
 
 
@@ -368,7 +345,7 @@ def output_kinds(jobs: list) -> dict[str, set[str]]:
                 continue
             slug = _slug(output)
             if isinstance(slug, str) and slug:
-                kind = _interface(output).get("kind")
+                kind = interface(output).get("kind")
                 seen.setdefault(slug, set()).add(kind.strip().lower() if isinstance(kind, str) else "")
     return seen
 
@@ -396,8 +373,8 @@ def choose_slugs(jobs: list, given: dict[str, str], report: Report) -> dict[str,
             return None
         chosen[task] = slug
     for task in TASKS:
-        if task not in chosen and DEFAULT_SLUGS[task] in seen and DEFAULT_SLUGS[task] not in chosen.values():
-            chosen[task] = DEFAULT_SLUGS[task]
+        if task not in chosen and OUTPUT_SLUGS[task] in seen and OUTPUT_SLUGS[task] not in chosen.values():
+            chosen[task] = OUTPUT_SLUGS[task]
     taken = set(chosen.values())
     for task in TASKS:
         if task in chosen:
@@ -413,7 +390,7 @@ def choose_slugs(jobs: list, given: dict[str, str], report: Report) -> dict[str,
                 chosen[task] = candidates[0]
                 taken.add(candidates[0])
                 report.warn(f"{task}: output {candidates[0]!r} found by its kind ({kinds[0].title()}); "
-                            f"the default slug is {DEFAULT_SLUGS[task]!r}")
+                            f"the default slug is {OUTPUT_SLUGS[task]!r}")
                 break
     unused = sorted(set(seen) - taken)
     if unused:
@@ -421,20 +398,14 @@ def choose_slugs(jobs: list, given: dict[str, str], report: Report) -> dict[str,
     return chosen
 
 
-def _interface(value: dict) -> dict:
-    # grand-challenge calls it "interface"; newer exports call the same thing "socket"
-    found = value.get("interface") or value.get("socket") or {}
-    return found if isinstance(found, dict) else {}
-
-
 def _slug(value: dict) -> str | None:
-    return _interface(value).get("slug")
+    return interface(value).get("slug")
 
 
 def _location(input_dir: Path, pk: str, entry: dict, where: str, report: Report) -> Path | None:
     """Where a job's output lies: ``<input>/<pk>/output/<relative_path>``, never outside it."""
-    relative = str(_interface(entry).get("relative_path") or "")
-    if ".." in Path(relative.replace("\\", "/")).parts or Path(relative).is_absolute():
+    relative = str(interface(entry).get("relative_path") or "")
+    if not stays_below(relative):
         report.error(f"{where}: relative_path {relative!r} leads outside the job's output folder")
         return None
     location = input_dir / pk / "output" / relative
@@ -496,10 +467,13 @@ def _point(value, where: str, report: Report) -> tuple[float, float] | None:
     return float(point[0]), float(point[1])
 
 
+GC_VALUES = {"classification": _risk, "fovea": _point}  # the tasks whose output is a JSON value; the rest are images
+
+
 def _gc_mask(location: Path, where: str, report: Report) -> Path | None:
     if location.is_file():
         return location
-    files = sorted(p for p in location.glob("*") if p.suffix.lower() in GC_MASK_SUFFIXES) if location.is_dir() else []
+    files = sorted(p for p in location.glob("*") if p.suffix.lower() in GC_IMAGE_SUFFIXES) if location.is_dir() else []
     if len(files) != 1:
         report.error(f"{where}: expected one .mha image in the output, found {len(files)}")
         return None

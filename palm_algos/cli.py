@@ -15,13 +15,12 @@ import click
 
 from . import __version__
 from .errors import PalmError, one_line
+from .formats import TASKS
 
 
 def world_rank() -> int:
     """This process's rank under torchrun (0 otherwise)."""
     return int(os.environ.get("RANK", "0"))
-
-TASKS = ("classification", "fovea", "disc")
 
 
 def user_errors(command):
@@ -95,8 +94,8 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
     click.echo(f"{len(usable)} of {len(cases)} cases have {task} ground truth", err=True)
     if not usable:
         raise PalmError(f"{', '.join(map(str, data_dirs))}: no case has {task} ground truth to learn from")
-    if task == "fovea" and any(c.fovea_absent for c in cases):
-        click.echo(f"left out: {sum(c.fovea_absent for c in cases)} case(s) marked 'no fovea visible'", err=True)
+    if note := task_.left_out(cases):
+        click.echo(note, err=True)
     config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed, workers=workers).resolved(task_)
     if folds:

@@ -23,9 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import PalmError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".mha")
-_ITK_SUFFIXES = (".mha", ".tif", ".tiff")
+from .formats import GC_IMAGE_SUFFIXES, IMAGE_SUFFIXES
 
 # The largest image read: 50 M pixels (e.g. 8660 x 5774; fundus cameras give at most ~24 M) and
 # 1 GiB of decoded pixel data. Decoding such an image and normalising it to RGB uint8 takes
@@ -55,7 +53,7 @@ def image_size(path: Path) -> tuple[int, int]:
             with _open_pil(path) as im:
                 return im.size
         except (OSError, UnidentifiedImageError):
-            if path.suffix.lower() not in _ITK_SUFFIXES:
+            if path.suffix.lower() not in GC_IMAGE_SUFFIXES:
                 raise
             return _itk_size(path)  # a TIFF PIL cannot open (float, BigTIFF): let SimpleITK try
     except ImageError:
@@ -76,7 +74,7 @@ def read_image(path: Path, min_side: int | None = None) -> tuple[np.ndarray, tup
         array = _mha_read(path)
         return _to_rgb_uint8(array, path), (array.shape[1], array.shape[0])
     try:
-        if path.suffix.lower() in _ITK_SUFFIXES:
+        if path.suffix.lower() in GC_IMAGE_SUFFIXES:
             array = _itk_read_tiff(path)  # None: a TIFF SimpleITK cannot read; PIL tries
             if array is not None:
                 size = (array.shape[1], array.shape[0])
@@ -104,7 +102,7 @@ def read_grey(path: Path) -> np.ndarray:
         array = None
         if path.suffix.lower() == ".mha":
             array = _mha_read(path)
-        elif path.suffix.lower() in _ITK_SUFFIXES:
+        elif path.suffix.lower() in GC_IMAGE_SUFFIXES:
             array = _itk_read_tiff(path)
         if array is None:
             with _open_pil(path) as im:
@@ -181,7 +179,7 @@ def image_geometry(path: Path) -> tuple[tuple[float, float], tuple[float, float]
     if suffix == ".mha":
         header = _mha_header(path)
         origin, spacing, direction = header.origin, header.spacing, header.direction
-    elif suffix in _ITK_SUFFIXES:
+    elif suffix in GC_IMAGE_SUFFIXES:
         try:
             info = _itk_info(path)
         except RuntimeError:

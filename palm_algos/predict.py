@@ -14,10 +14,10 @@ from .cases import list_images
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import normalise, prepare_image, view_box
 from .errors import PalmError
+from .formats import CSV_NAMES
 from .models.ensemble import Ensemble, FlipTTA
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
-from .writers import (CSV_NAMES, csv_name_problem, prepare_output, write_classification_csv, write_disc_masks,
-                      write_fovea_csv)
+from .writers import OUTPUTS, csv_name_problem, prepare_output
 
 
 class PredictionError(PalmError):
@@ -121,6 +121,7 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
         detail = f" ({len(skipped)} other file(s): {skipped[0]}{', ...' if len(skipped) > 1 else ''})" if skipped else ""
         raise PalmError(f"{input_dir}: no images found{detail}")
     prepare_output(output_dir)
+    output = OUTPUTS[predictor.task]
     results: dict[str, Any] = {}
     for path in tqdm(images, desc=f"{predictor.task}", disable=not progress, file=sys.stderr):
         if predictor.task in CSV_NAMES and (problem := csv_name_problem(path.name)):
@@ -134,11 +135,9 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
         except Exception as exc:  # noqa: BLE001 - one odd image must not cost the others their results
             failures.append(f"{path}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})")
             continue
-        if predictor.task == "disc":
-            write_disc_masks(path.name, value, output_dir)  # a write error stops the run: OutputError
+        if output.each:
+            output.each(path.name, value, output_dir)  # a write error stops the run: OutputError
         results[path.name] = value
-    if predictor.task == "classification":
-        write_classification_csv(results, output_dir)
-    elif predictor.task == "fovea":
-        write_fovea_csv(results, output_dir)
+    if output.table:
+        output.table(results, output_dir)
     return FolderRun(len(images), len(results), failures, skipped)

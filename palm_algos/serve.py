@@ -40,20 +40,13 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .cli import TASKS
 from .errors import PalmError, one_line
-from .writers import prepare_output
+from .formats import GC_IMAGE_SUFFIXES, INPUT_SLUG, OUTPUT_SLUGS, TASKS, gc_output_file, interface, stays_below
+from .writers import OUTPUTS, prepare_output
 
 INPUT = Path("/input")
 OUTPUT = Path("/output")
 MODEL_DIRS = (Path("/opt/ml/model"), Path("/opt/app/model"))
-INPUT_SLUG = "color-fundus-image"
-OUTPUT_SLUGS = {
-    "classification": "pathologic-myopia-likelihood",
-    "fovea": "fovea",
-    "disc": "optic-disc-segmentation",
-}
-GC_IMAGE_SUFFIXES = (".mha", ".tif", ".tiff")
 ALL = "all"  # the palm-all image: every task of TASKS in one run
 
 # Environment variables (options of the same meaning win over them; an empty one is unset).
@@ -123,10 +116,9 @@ def inside(root: Path, relative: str, what: str = "relative_path") -> Path:
     """``root / relative``, refused when ``relative`` is absolute, climbs with ``..`` or
     resolves (through links) outside ``root``."""
     text = str(relative)
-    rel = PurePosixPath(text.replace("\\", "/"))
-    if not text.strip() or rel.is_absolute() or ".." in rel.parts:
+    if not text.strip() or not stays_below(text):
         raise ServeError(f"inputs.json: {what} {text!r} is not a path inside {root}")
-    path = Path(root) / rel
+    path = Path(root) / PurePosixPath(text.replace("\\", "/"))
     try:
         path.resolve().relative_to(Path(root).resolve())
     except ValueError:
@@ -145,23 +137,18 @@ def read_inputs_json(input_dir: Path) -> list[dict]:
     return values
 
 
-def _interface(value: dict) -> dict:
-    found = value.get("interface") or value.get("socket") or {}  # newer exports say "socket"
-    return found if isinstance(found, dict) else {}
-
-
 def gc_input_image(input_dir: Path, slug: str = INPUT_SLUG) -> Path:
     """The input image of a grand-challenge job: the one .mha/.tif file of socket ``slug``."""
     input_dir = Path(input_dir)
     values = read_inputs_json(input_dir)
-    matches = [v for v in values if _interface(v).get("slug") == slug]
+    matches = [v for v in values if interface(v).get("slug") == slug]
     if not matches:
-        slugs = sorted({str(_interface(v).get("slug")) for v in values})
+        slugs = sorted({str(interface(v).get("slug")) for v in values})
         raise ServeError(
             f"inputs.json: no input {slug!r} (found: {', '.join(slugs) or 'none'}); "
             f"set {ENV_INPUT_SLUG} to the input's slug"
         )
-    relative = _interface(matches[0]).get("relative_path") or f"images/{slug}"
+    relative = interface(matches[0]).get("relative_path") or f"images/{slug}"
     folder = inside(input_dir, relative)
     if not folder.is_dir():
         raise ServeError(f"{folder}: input folder of {slug!r} not found")
@@ -177,15 +164,11 @@ def gc_input_image(input_dir: Path, slug: str = INPUT_SLUG) -> Path:
 
 def gc_output_path(task: str, output_dir: Path, slug: str) -> Path:
     """Where grand-challenge expects the output of ``task`` for socket ``slug``."""
-    if task == "disc":
-        return Path(output_dir) / "images" / slug / "output.mha"
-    return Path(output_dir) / f"{slug}.json"
+    return Path(output_dir) / gc_output_file(task, slug)
 
 
 def run_gc(predictor: Any, input_dir: Path, output_dir: Path, input_slug: str, output_slug: str) -> tuple[Path, Any]:
     """One grand-challenge job: predict the input image and write the output socket's file."""
-    from .writers import write_gc_float, write_gc_mask, write_gc_point
-
     image = gc_input_image(input_dir, input_slug)
     try:
         value = predictor.predict(image)
@@ -194,21 +177,8 @@ def run_gc(predictor: Any, input_dir: Path, output_dir: Path, input_slug: str, o
     except Exception as exc:  # noqa: BLE001 - one line for the job's log, as in batch mode
         raise ServeError(f"{image}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     target = gc_output_path(predictor.task, output_dir, output_slug)
-    if predictor.task == "classification":
-        write_gc_float(value, target)
-    elif predictor.task == "fovea":
-        write_gc_point(value, image, target, name=output_slug)
-    else:
-        write_gc_mask(value, image, target)
+    OUTPUTS[predictor.task].gc(value, image, target, output_slug)
     return target, value
-
-
-def _describe(task: str, value: Any) -> str:
-    if task == "classification":
-        return f"PM likelihood {value:.4f}"
-    if task == "fovea":
-        return f"fovea at ({value[0]:.1f}, {value[1]:.1f}) px"
-    return f"disc of {int(value.sum())} px"
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -303,7 +273,7 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
                 print(one_line(f"{name}: {tagged(each, 'model')} {checkpoints[each]}" + (f" ({details})" if details else "")), flush=True)
                 if mode == "grand-challenge":
                     target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.slugs[each])
-                    print(one_line(f"{name}: {tagged(each, _describe(each, value))}; wrote {target} "
+                    print(one_line(f"{name}: {tagged(each, OUTPUTS[each].describe(value))}; wrote {target} "
                                    f"in {time.monotonic() - start:.1f} s"), flush=True)
                 else:
                     from .predict import predict_folder

@@ -56,6 +56,8 @@ class Task:
     default_input_size: int
     metric_name: str  # the validation metric that selects the best epoch
     higher_is_better: bool = True
+    refines: bool = False  # can learn the refining pass on a window of a larger image (--zoom > 1)
+    stratifies: bool = False  # hold-outs and folds keep the label ratio
 
     def build_model(self, arch: str, pretrained: str | None) -> nn.Module:
         if arch not in self.archs:
@@ -65,6 +67,10 @@ class Task:
     # -- data ------------------------------------------------------------------------------
     def usable(self, case: Case) -> bool:
         raise NotImplementedError
+
+    def left_out(self, cases: list[Case]) -> str | None:
+        """A note on cases whose ground truth says the task cannot be learned from them, or None."""
+        return None
 
     def target(self, case: Case, input_size: int) -> Any:
         """Ground truth in input coordinates (square, input_size px), as a tv_tensor when spatial."""
@@ -116,6 +122,7 @@ class Task:
 class ClassificationTask(Task):
     name, default_arch, default_input_size, metric_name = "classification", "resnet50", 224, "auc"
     archs = {"resnet50": models.resnet50_classifier}
+    stratifies = True
 
     def usable(self, case):
         return case.label is not None
@@ -151,6 +158,7 @@ class ClassificationTask(Task):
 class FoveaTask(Task):
     name, default_arch, default_input_size, metric_name = "fovea", "vgg19-fused", 256, "mean_distance"
     higher_is_better = False
+    refines = True
     archs = {"vgg19-fused": models.vgg19_fused, "vgg19": models.vgg19_regressor,
              "resnet50": models.resnet50_regressor, "disc-fovea-heatmaps": models.disc_fovea_heatmaps}
     disc_weight = 0.5  # share of the disc centre's distance in the joint model's loss
@@ -158,6 +166,10 @@ class FoveaTask(Task):
 
     def usable(self, case):
         return case.fovea is not None  # cases marked "no fovea visible" are never learned as a position
+
+    def left_out(self, cases):
+        absent = sum(c.fovea_absent for c in cases)
+        return f"left out: {absent} case(s) marked 'no fovea visible'" if absent else None
 
     # Positions are pixel indices (pixel centres at integers), as torchvision's keypoint flips
     # assume; the normalised target (x + 0.5) / W is then the same at every input size. The
@@ -233,6 +245,7 @@ def euclidean_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class DiscTask(Task):
     name, default_arch, default_input_size, metric_name = "disc", "resnet34-aspp-unet", 512, "dice"
     archs = {"resnet34-aspp-unet": models.resnet34_aspp_unet}
+    refines = True
 
     def usable(self, case):
         return case.disc_mask is not None

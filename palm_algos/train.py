@@ -48,7 +48,7 @@ class TrainConfig:
 
     def resolved(self, task: Task) -> "TrainConfig":
         """The task's defaults filled in; settings the task cannot use are refused."""
-        if self.zoom > 1 and task.name == "classification":
+        if self.zoom > 1 and not task.refines:
             raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
         return TrainConfig(**{**asdict(self), "arch": self.arch or task.default_arch,
                               "input_size": self.input_size or task.default_input_size})
@@ -181,7 +181,7 @@ def _describe(record: dict) -> str:
 
 def _strata(task: Task, cases: list[Case]) -> list[int] | None:
     labels = [c.label for c in cases]
-    if task.name == "classification" and min(labels.count(0), labels.count(1)) >= 2:
+    if task.stratifies and min(labels.count(0), labels.count(1)) >= 2:
         return labels
     return None
 

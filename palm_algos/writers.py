@@ -16,14 +16,13 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from .errors import PalmError, one_line
+from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS
 from .imageio import pixel_to_world, write_mha_mask, write_palm_mask
-
-CSV_NAMES = {"classification": "Classification_Results.csv", "fovea": "Fovea_Localization_Results.csv"}
-DISC_FOLDER = "Disc_Segmentation"
 
 
 class OutputError(PalmError):
@@ -71,13 +70,13 @@ def csv_name_problem(name: str) -> str | None:
 
 def write_classification_csv(risks: dict[str, float], out_dir: Path) -> Path:
     """`FileName,PM Risk`; FileName is the image's file name as PALM lists it."""
-    return _write_csv(out_dir / CSV_NAMES["classification"], ["FileName", "PM Risk"],
+    return _write_csv(out_dir / CSV_NAMES["classification"], PALM_COLUMNS["classification"],
                       [[name, _number(risk, name, 6)] for name, risk in risks.items()])
 
 
 def write_fovea_csv(points: dict[str, tuple[float, float] | None], out_dir: Path) -> Path:
     """`FileName,Fovea_X,Fovea_Y` in original pixels; (0, 0) where no fovea was found (PALM's convention)."""
-    return _write_csv(out_dir / CSV_NAMES["fovea"], ["FileName", "Fovea_X", "Fovea_Y"],
+    return _write_csv(out_dir / CSV_NAMES["fovea"], PALM_COLUMNS["fovea"],
                       [[name, _number(p[0], name, 2), _number(p[1], name, 2)] if p else [name, "0", "0"]
                        for name, p in points.items()])
 
@@ -107,13 +106,36 @@ def write_gc_mask(disc: np.ndarray, image: Path, path: Path) -> None:
         write_mha_mask(disc, path, reference=image)
 
 
+class TaskOutput(NamedTuple):
+    """How one task's predictions are written and shown: the writing side of the task table,
+    which the predictor and the containers ask instead of comparing task names."""
+
+    each: Callable[[str, Any, Path], None] | None  # PALM mode, per image as it comes (a mask file)
+    table: Callable[[dict[str, Any], Path], Path] | None  # PALM mode, once for all images (a CSV)
+    gc: Callable[[Any, Path, Path, str], None]  # grand-challenge: (value, input image, output file, slug)
+    describe: Callable[[Any], str]  # one prediction in a log line
+
+
+OUTPUTS = {
+    "classification": TaskOutput(each=None, table=write_classification_csv,
+                                 gc=lambda risk, image, path, slug: write_gc_float(risk, path),
+                                 describe=lambda risk: f"PM likelihood {risk:.4f}"),
+    "fovea": TaskOutput(each=None, table=write_fovea_csv,
+                        gc=lambda xy, image, path, slug: write_gc_point(xy, image, path, name=slug),
+                        describe=lambda xy: f"fovea at ({xy[0]:.1f}, {xy[1]:.1f}) px"),
+    "disc": TaskOutput(each=write_disc_masks, table=None,
+                       gc=lambda disc, image, path, slug: write_gc_mask(disc, image, path),
+                       describe=lambda disc: f"disc of {int(disc.sum())} px"),
+}
+
+
 def _number(value: float, name: str, digits: int) -> str:
     if not math.isfinite(value):
         raise OutputError(f"{name}: refusing to write a non-finite prediction ({value})")
     return f"{value:.{digits}f}"
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+def _write_csv(path: Path, header: tuple[str, ...], rows: list[list[str]]) -> Path:
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(header)

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from palm_algos.formats import TASKS
+
 ROOT = Path(__file__).resolve().parents[1]
 TAG = os.environ.get("PALM_TAG", "latest")
-TASKS = ("classification", "fovea", "disc")
 ALGOS = (*TASKS, "all")  # palm-all: the three tasks in one image
 RUN_FLAGS = ["--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "--cap-drop=ALL",
              "--security-opt=no-new-privileges", "--memory=4g", "--pids-limit=256"]

@@ -37,13 +37,13 @@ from PIL import Image
 from palm_algos import serve
 from palm_algos.checkpoint import save_checkpoint
 from palm_algos.cli import main as palm
+from palm_algos.formats import CSV_NAMES as CSV
 from palm_algos.imageio import write_mha_image
 from palm_algos.predict import Predictor
 from palm_algos.tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = {"classification": "resnet50", "fovea": "resnet50", "disc": "resnet34-aspp-unet"}
-CSV = {"classification": "Classification_Results.csv", "fovea": "Fovea_Localization_Results.csv"}
 GOOD = ("P0001.jpg", "N0002.png")  # the good images every batch folder holds
 
 

@@ -379,7 +379,7 @@ def test_unwritable_output_is_one_line_not_a_traceback(tmp_path, batch, model, c
         raise PermissionError(13, "Permission denied", "/output/Disc_Segmentation")
 
     monkeypatch.setattr(writers, "write_palm_mask", refuse)
-    monkeypatch.setattr("palm_algos.predict.write_disc_masks", lambda *a, **k: refuse())
+    monkeypatch.setitem(writers.OUTPUTS, "disc", writers.OUTPUTS["disc"]._replace(each=lambda *a, **k: refuse()))
     assert run("disc", batch, tmp_path / "out", model) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from evaluation.gc import main as gc_main
-from evaluation.submission import DEFAULT_SLUGS, choose_slugs, read_gc_submission
+from evaluation.submission import choose_slugs, read_gc_submission
 from evaluation.validation import Report
 from palm_algos import serve
+from palm_algos.formats import OUTPUT_SLUGS
 from test_evaluation import gc_truth, make_gc_input, truth  # noqa: F401  (fixture)
 from test_serve import fake_loader, gc_input, rgb
 
@@ -34,8 +35,8 @@ def choose(outputs, given=None):
 
 
 def test_default_slugs_need_no_kind():
-    chosen, report = choose([(s, "") for s in DEFAULT_SLUGS.values()])
-    assert chosen == DEFAULT_SLUGS and not report.errors and not report.warnings
+    chosen, report = choose([(s, "") for s in OUTPUT_SLUGS.values()])
+    assert chosen == OUTPUT_SLUGS and not report.errors and not report.warnings
 
 
 def test_other_slugs_found_by_kind_with_a_warning():
@@ -66,8 +67,8 @@ def test_two_floats_cannot_be_told_apart():
 def test_a_given_slug_decides_and_the_default_beats_a_kind():
     chosen, report = choose([("risk-a", "Float"), ("risk-b", "Float")], {"classification": "risk-b"})
     assert chosen == {"classification": "risk-b"} and not report.errors
-    chosen, _ = choose([("other", "Float"), (DEFAULT_SLUGS["classification"], "Float")])
-    assert chosen == {"classification": DEFAULT_SLUGS["classification"]}
+    chosen, _ = choose([("other", "Float"), (OUTPUT_SLUGS["classification"], "Float")])
+    assert chosen == {"classification": OUTPUT_SLUGS["classification"]}
 
 
 def test_a_given_slug_that_is_absent_is_an_error_not_a_skip():
@@ -84,7 +85,7 @@ def test_no_output_of_any_kind_names_the_slugs_seen(tmp_path):
 def rename_outputs(inp: Path, renamed: dict[str, str]) -> None:
     """Give the jobs of make_gc_input other slugs, files moved to match (as another phase would)."""
     jobs = json.loads((inp / "predictions.json").read_text())
-    old_new = {DEFAULT_SLUGS[t]: s for t, s in renamed.items()}
+    old_new = {OUTPUT_SLUGS[t]: s for t, s in renamed.items()}
     for entry in jobs:
         out = inp / entry["pk"] / "output"
         for output in entry["outputs"]:

@@ -22,9 +22,7 @@ from pathlib import Path
 
 from palm_algos.cases import list_images
 from palm_algos.imageio import read_image, write_mha_image
-from palm_algos.serve import INPUT_SLUG, OUTPUT_SLUGS
-
-KINDS = {"classification": "Float", "fovea": "Point", "disc": "Segmentation"}
+from palm_algos.formats import GC_RELATIVE_PATHS, INPUT_SLUG, KIND_NAMES, OUTPUT_SLUGS, gc_output_file
 
 
 def input_value(name: str, slug: str = INPUT_SLUG) -> dict:
@@ -90,15 +88,9 @@ def collect(jobs: Path, out: Path, slugs: dict[str, str] | None = None) -> Path:
         pk = job.name
         outputs = []
         for task, slug in slugs.items():
-            if task == "disc":
-                relative = f"images/{slug}"
-                present = (job / "output" / relative / "output.mha").is_file()
-            else:
-                relative = f"{slug}.json"
-                present = (job / "output" / relative).is_file()
-            if present:
-                kind = KINDS[task]
-                outputs.append({"interface": {"slug": slug, "kind": kind, "relative_path": relative},
+            if (job / "output" / gc_output_file(task, slug)).is_file():
+                relative = GC_RELATIVE_PATHS[task].format(slug=slug)
+                outputs.append({"interface": {"slug": slug, "kind": KIND_NAMES[task], "relative_path": relative},
                                 "value": None, "file": None, "image": None})
         records.append({
             "pk": pk,

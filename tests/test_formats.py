@@ -1,0 +1,96 @@
+"""The PALM and grand-challenge formats are named once, in palm_algos/formats.py: the writing
+side, the reading side, the tests, the benchmarks and build.sh all agree with it. Fast: no torch."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from evaluation import cli as evaluation_cli
+from evaluation import gc, leaderboard, scoring, submission
+from palm_algos import formats, imageio, serve, writers
+from palm_algos.formats import gc_output_file, interface, stays_below
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted(p for folder in ("palm_algos", "evaluation", "benchmarks", "containers", "tests")
+                 for p in (ROOT / folder).rglob("*.py")) + [ROOT / "palm_cli.py"]
+
+
+def test_both_sides_use_the_same_objects():
+    assert serve.TASKS is submission.TASKS is leaderboard.TASKS is formats.TASKS
+    assert serve.OUTPUT_SLUGS is submission.OUTPUT_SLUGS is gc.OUTPUT_SLUGS is evaluation_cli.OUTPUT_SLUGS \
+        is formats.OUTPUT_SLUGS
+    assert serve.INPUT_SLUG is formats.INPUT_SLUG
+    assert writers.CSV_NAMES is submission.CSV_NAMES is formats.CSV_NAMES
+    assert writers.PALM_COLUMNS is submission.PALM_COLUMNS is formats.PALM_COLUMNS
+    assert serve.GC_IMAGE_SUFFIXES is submission.GC_IMAGE_SUFFIXES is scoring.GC_IMAGE_SUFFIXES \
+        is imageio.GC_IMAGE_SUFFIXES is formats.GC_IMAGE_SUFFIXES
+    assert serve.interface is submission.interface is formats.interface
+
+
+def _format_values() -> list:
+    return [value for name, value in vars(formats).items()
+            if name.isupper() and isinstance(value, (str, tuple, dict))]
+
+
+def test_no_format_constant_is_defined_twice():
+    """No module but formats.py assigns a name to a literal equal to a format constant (or to
+    one of a dict's values), so a rename cannot miss a copy."""
+    values = _format_values()
+    values += [v for value in values if isinstance(value, dict) for v in value.values()]
+    copies = []
+    for path in SOURCES:
+        if path.name == "formats.py" or not path.is_file():
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                try:
+                    literal = ast.literal_eval(node.value)
+                except (ValueError, TypeError):
+                    continue
+                if any(type(literal) is type(v) and literal == v for v in values):
+                    copies.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not copies, f"format constants defined again (import them from palm_algos.formats): {copies}"
+
+
+def test_build_sh_tasks_are_the_tasks():
+    line = re.search(r"^TASKS=\(([^)]*)\)", (ROOT / "build.sh").read_text(), re.MULTILINE)
+    assert line and tuple(line.group(1).split()) == formats.TASKS
+
+
+def test_every_task_has_every_format_entry():
+    for table in (formats.OUTPUT_SLUGS, formats.KIND_NAMES, formats.OUTPUT_KINDS, formats.PALM_FILES,
+                  formats.GC_RELATIVE_PATHS, formats.GC_OUTPUT_FILES, writers.OUTPUTS):
+        assert tuple(table) == formats.TASKS
+    assert tuple(formats.PALM_COLUMNS) == tuple(submission.CSV_VALUES) == tuple(formats.CSV_NAMES)
+
+
+def test_the_model_tasks_are_the_format_tasks():
+    pytest.importorskip("torch")
+    from palm_algos import tasks
+
+    assert tuple(tasks.TASKS) == formats.TASKS
+
+
+def test_gc_output_file_lies_in_the_socket_path():
+    for task in formats.TASKS:
+        relative = formats.GC_RELATIVE_PATHS[task].format(slug="s")
+        assert gc_output_file(task, "s") == relative or gc_output_file(task, "s").startswith(relative + "/")
+    assert gc_output_file("disc", "optic-disc-segmentation") == "images/optic-disc-segmentation/output.mha"
+
+
+def test_interface_reads_both_key_names():
+    assert interface({"interface": {"slug": "a"}}) == {"slug": "a"}
+    assert interface({"socket": {"slug": "b"}}) == {"slug": "b"}
+    assert interface({"interface": "not a dict"}) == {} and interface({}) == {}
+
+
+@pytest.mark.parametrize("relative, below", [
+    ("images/x", True), ("", True), ("a/../../b", False), ("..", False), ("/etc", False),
+    ("\\etc\\passwd", False), ("images\\..\\..\\x", False), ("a..b/c", True),
+])
+def test_stays_below(relative, below):
+    assert stays_below(relative) is below

@@ -344,7 +344,7 @@ stage_torch_base() {
     local link=-al attempt
     for attempt in 1 2; do
         rm -rf "$TORCH_CONTEXT"; mkdir -p "$TORCH_CONTEXT/containers" "$TORCH_CONTEXT/wheelhouse"
-        cp $link .dockerignore pyproject.toml palm_algos evaluation "$TORCH_CONTEXT/" 2>/dev/null \
+        cp $link .dockerignore pyproject.toml palm_cli.py palm_algos evaluation "$TORCH_CONTEXT/" 2>/dev/null \
             && cp $link containers/tools "$TORCH_CONTEXT/containers/" 2>/dev/null \
             && cp $link "$WHEELHOUSE/core" "$TORCH_CONTEXT/wheelhouse/core" 2>/dev/null \
             && cp $link "$WHEELHOUSE/torch-$TORCH_FLAVOUR" "$TORCH_CONTEXT/wheelhouse/torch" 2>/dev/null \
@@ -551,7 +551,7 @@ cmd_demo() {
             || say "  failed: $(tail -1 "$out/$task-palm.log")"
     done
     say "writing the leaderboard (palm leaderboard)"
-    "$PY" -m palm_algos.cli leaderboard "$out/submissions" --ground-truth "$example" --out "$out/leaderboard" \
+    "$PY" -m palm_cli leaderboard "$out/submissions" --ground-truth "$example" --out "$out/leaderboard" \
         >"$out/leaderboard.log" 2>&1 || { cat "$out/leaderboard.log" >&2; die "palm leaderboard failed"; }
     sed 's/^/  /' "$out/leaderboard.log" >&2
     cat >&2 <<EOF

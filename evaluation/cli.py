@@ -1,4 +1,4 @@
-"""`palm evaluate` and `palm leaderboard` (attached to the `palm` group in palm_algos.cli).
+"""`palm evaluate` and `palm leaderboard` (joined to the `palm` group in palm_cli.py).
 
 A participant's mistake prints the whole report to stderr and ends with one 'Error: ...'
 line and exit status 1; a problem on the organiser's side (ground truth, output folder) ends
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from palm_algos.errors import PalmError
-from palm_algos.formats import OUTPUT_SLUGS
+from palm_algos.formats import OUTPUT_SLUGS, TASKS
 
 
 def _fail(exc: PalmError):
@@ -21,6 +21,13 @@ def _fail(exc: PalmError):
     error = click.ClickException(" ".join(str(exc).split()))
     error.exit_code = getattr(exc, "exit_code", 1)
     raise error from None
+
+
+def _slug_options(command):
+    for task in reversed(TASKS):
+        command = click.option(f"--{task}-slug", help=f"Output slug (--gc; default: {OUTPUT_SLUGS[task]} when present, "
+                                                     f"else the output of its kind).")(command)
+    return command
 
 
 @click.command()
@@ -32,26 +39,23 @@ def _fail(exc: PalmError):
 @click.option("--gc", is_flag=True, help="grand-challenge mode: read predictions.json and job outputs from --input.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=Path("/input"), show_default=True,
               help="grand-challenge input folder (with --gc).")
-@click.option("--classification-slug", help=f"Output slug (--gc; default: {OUTPUT_SLUGS['classification']} when present, else the output of its kind).")
-@click.option("--fovea-slug", help=f"Output slug (--gc; default: {OUTPUT_SLUGS['fovea']} when present, else the output of its kind).")
-@click.option("--disc-slug", help=f"Output slug (--gc; default: {OUTPUT_SLUGS['disc']} when present, else the output of its kind).")
-def evaluate(submission, ground_truth, out, gc, input_dir, classification_slug, fovea_slug, disc_slug):
+@_slug_options
+def evaluate(submission, ground_truth, out, gc, input_dir, **slug_options):
     """Score a submission (any of the three tasks) and write metrics.json."""
     from . import gc as gc_mode
-    from .scoring import evaluate_gc, evaluate_palm, summary_lines, truth_lines, write_metrics
+    from .scoring import evaluate_palm, summary_lines, truth_lines, write_metrics
 
     try:
-        if gc:
-            slugs = {t: s for t, s in (("classification", classification_slug), ("fovea", fovea_slug),
-                                         ("disc", disc_slug)) if s}
-            result = evaluate_gc(input_dir, ground_truth or gc_mode.GROUND_TRUTH, slugs)
+        if gc:  # the evaluation container's job (python -m evaluation.gc), with click's messages
+            slugs = {task: slug_options[f"{task}_slug"] for task in TASKS if slug_options[f"{task}_slug"]}
             out = out or gc_mode.OUTPUT / "metrics.json"
+            result = gc_mode.run(input_dir, ground_truth or gc_mode.GROUND_TRUTH, out, slugs)
         else:
             if submission is None or ground_truth is None:
                 raise click.UsageError("give --submission and --ground-truth (or --gc)")
             result = evaluate_palm(submission, ground_truth, progress=None)
-        if out:
-            write_metrics(result, out)
+            if out:
+                write_metrics(result, out)
     except PalmError as exc:
         _fail(exc)
     for line in truth_lines(result):

@@ -24,15 +24,11 @@ GROUND_TRUTH = Path("/opt/ml/input/data/ground_truth")
 OUTPUT = Path("/output")
 
 
-def run(
-    input_dir: Path = INPUT,
-    ground_truth: Path = GROUND_TRUTH,
-    output_dir: Path = OUTPUT,
-    slugs: dict[str, str] | None = None,
-) -> dict:
-    """Score and write ``metrics.json``; raises ValidationError / SetupError (PalmError) on failure."""
+def run(input_dir: Path, ground_truth: Path, metrics: Path, slugs: dict[str, str] | None = None) -> dict:
+    """Score and write ``metrics`` (metrics.json); raises ValidationError / SetupError (PalmError)
+    on failure. The container and `palm evaluate --gc` both run this."""
     result = evaluate_gc(input_dir, ground_truth, slugs)
-    write_metrics(result, Path(output_dir) / "metrics.json")
+    write_metrics(result, metrics)
     return result
 
 
@@ -54,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     slugs = {task: getattr(args, f"{task}_slug") for task in OUTPUT_SLUGS if getattr(args, f"{task}_slug")}
     try:
-        result = run(args.input, args.ground_truth, args.output, slugs)
+        result = run(args.input, args.ground_truth, Path(args.output) / "metrics.json", slugs)
     except PalmError as exc:
         report_failure(exc)
         return getattr(exc, "exit_code", 1)

@@ -1,7 +1,8 @@
-"""The `palm` command: data, train, predict, evaluate, leaderboard.
+"""The commands of palm_algos: data, train, predict, ensemble. The `palm` command joins them
+with evaluation's (palm_cli.py); `python -m palm_algos.cli` runs them alone (torchrun uses it).
 
-Torch is imported inside the commands that need it, so `palm data` and `palm evaluate` run
-where only the evaluation dependencies are installed.
+Torch is imported inside the commands that need it, so `palm data` runs where only the
+evaluation dependencies are installed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def user_errors(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="palm")
 def main():
-    """PALM pathologic myopia methods: train, predict, evaluate, rank."""
+    """PALM pathologic myopia methods: data, train, predict, ensemble (`palm` adds evaluate, leaderboard)."""
 
 
 def _train_options(command):
@@ -213,12 +214,6 @@ def data_synth(out: Path, count: int, size: str, seed: int):
         raise click.BadParameter(f"expected WxH such as 512x512, got {size!r}", param_hint="--size")
     write_palm_example(out, count=count, size=(w, h), seed=seed)
     click.echo(f"wrote {count} synthetic cases to {out}")
-
-
-from evaluation.cli import evaluate, leaderboard  # noqa: E402
-
-main.add_command(evaluate)
-main.add_command(leaderboard)
 
 
 if __name__ == "__main__":  # `torchrun -m palm_algos.cli train ...`

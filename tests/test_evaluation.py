@@ -20,7 +20,7 @@ from evaluation.gc import main as gc_main
 from evaluation.leaderboard import Entry, build, rank
 from evaluation.scoring import evaluate_palm, write_metrics
 from evaluation.validation import ValidationError, bare_name
-from palm_algos.cli import main as palm
+from palm_cli import main as palm
 
 W, H = 60, 40
 # name, fovea (0, 0 = not visible), disc box (x0, y0, x1, y1) or None for no disc

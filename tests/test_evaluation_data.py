@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from palm_algos.cases import read_cases
-from palm_algos.cli import main as palm
+from palm_cli import main as palm
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from evaluation.gc import main as gc_main
-from palm_algos.cli import main as palm
+from palm_cli import main as palm
 
 W, H = 60, 40
 # name -> (label, fovea (0, 0) = not visible, disc box (x0, y0, x1, y1) or None = no disc)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from palm_algos.cases import Case
 from palm_algos.formats import GC_IMAGE_SUFFIXES
-from palm_algos.imageio import ImageError
+from palm_algos.imageio import ImageError, world_to_pixel
 
 from . import metrics as M
 from .masks import INVERTED, LABEL_MAP, MAX_DISC_SHARE, MaskError, read_prediction
@@ -206,22 +206,14 @@ def _fovea(cases, fovea, sub, per_case, progress) -> dict:
 
 
 def _to_pixels(case: Case, xy: tuple[float, float], in_world: bool) -> tuple[float, float]:
-    """grand-challenge points are in world space: map them through the image's geometry."""
+    """grand-challenge points are in world space: map them through the image's geometry, as the
+    algorithms mapped them out (pixel space where the image has no readable geometry)."""
     if not in_world or case.image.suffix.lower() not in GC_IMAGE_SUFFIXES:
         return xy
-    import SimpleITK as sitk
-
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(case.image))
-        reader.ReadImageInformation()
-    except RuntimeError:
+        return world_to_pixel(case.image, *xy)
+    except ImageError:
         return xy
-    dim = reader.GetDimension()
-    direction = np.array(reader.GetDirection()).reshape(dim, dim)[:2, :2]
-    spacing, origin = np.array(reader.GetSpacing()[:2]), np.array(reader.GetOrigin()[:2])
-    index = np.linalg.solve(direction * spacing, np.asarray(xy, dtype=float) - origin)
-    return float(index[0]), float(index[1])
 
 
 def _disc(cases, masks, sub, per_case, progress) -> dict:

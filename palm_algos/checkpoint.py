@@ -20,6 +20,16 @@ class CheckpointError(PalmError):
     pass
 
 
+def load_torch_file(path: Path, what: str, error: type[PalmError] = PalmError) -> Any:
+    """``torch.load`` with ``weights_only=True`` (a file is data, never code), on the CPU; any
+    failure is one ``error`` line naming the file as ``what`` and the loader's first line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling raises anything on a hostile file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"{path}: not a readable {what} ({first})") from None
+
+
 def save_checkpoint(path: Path, state_dict: dict, meta: dict[str, Any], **extra: Any) -> None:
     """Write atomically (temp file + rename): an interrupted save never spoils the old file."""
     path = Path(path)
@@ -39,11 +49,7 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file (name the .pt file{shown})")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable palm checkpoint ({first})") from None
+    ckpt = load_torch_file(path, "palm checkpoint", CheckpointError)
     if (not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("meta"), dict)
             or "task" not in ckpt["meta"]):
         raise CheckpointError(f"{path}: not a palm checkpoint (no state_dict/meta record)")

@@ -169,6 +169,13 @@ def pixel_to_world(image_path: Path, x: float, y: float) -> tuple[float, float]:
     return float(world[0]), float(world[1])
 
 
+def world_to_pixel(image_path: Path, x: float, y: float) -> tuple[float, float]:
+    """The inverse of ``pixel_to_world``: a world position (a grand-challenge Point) to pixels."""
+    origin, spacing, direction = image_geometry(Path(image_path))
+    index = np.linalg.solve(direction * np.array(spacing), np.array([x, y], dtype=float) - np.array(origin))
+    return float(index[0]), float(index[1])
+
+
 def image_geometry(path: Path) -> tuple[tuple[float, float], tuple[float, float], np.ndarray]:
     """(origin, spacing, 2x2 direction) of the image's first two axes: from the header of an
     .mha or of a TIFF SimpleITK reads; pixel space (0, 1, identity) for every other image,

@@ -1,4 +1,6 @@
-"""The one training loop for all three tasks.
+"""The one training loop for all three tasks, in the shape of torchvision's reference scripts:
+``train`` sets up and runs the epochs, each a ``train_one_epoch`` (the learning rate following
+``warmup_cosine_schedule`` per batch) and an ``evaluate`` on the validation split.
 
 CPU or CUDA is picked automatically, with mixed precision on CUDA; under ``torchrun`` the
 model is wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPUs). Every epoch
@@ -102,10 +104,8 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
                         drop_last=len(train_set) > batch_size, num_workers=config.workers,
                         generator=generator, pin_memory=device.type == "cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = max(1, config.epochs * len(loader))
-    warmup = max(1, int(config.warmup_epochs * len(loader)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    schedule = warmup_cosine_schedule(optimizer, warmup_steps=max(1, int(config.warmup_epochs * len(loader))),
+                                      total_steps=max(1, config.epochs * len(loader)))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
     meta = {"task": task.name, "arch": config.arch, "input_size": config.input_size, "zoom": config.zoom,
@@ -123,40 +123,67 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     for epoch in range(start_epoch, config.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        net.train()
-        started, losses = time.time(), []
-        bar = tqdm(loader, desc=f"{task.name} epoch {epoch + 1}/{config.epochs}", disable=not (progress and main_process), leave=False)
-        for images, targets in bar:
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                loss = task.loss(net(images), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - started, 1)}
-        if main_process:
-            if val_set is not None:
-                record.update({f"val_{k}": v for k, v in evaluate(task, model, val_set, device).items()})
-            history.append(record)
-            score = record.get(f"val_{task.metric_name}")
-            improved = best is None or score is None or (
-                score > best[f"val_{task.metric_name}"] if task.higher_is_better else score < best[f"val_{task.metric_name}"])
-            if improved:
-                best = record
-                save_checkpoint(out, model.state_dict(), {**meta, "epoch": epoch + 1, "metrics": record})
-            save_checkpoint(last_path(out), model.state_dict(), {**meta, "epoch": epoch + 1, "metrics": record},
-                            optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                            epoch=epoch + 1, history=history, best=best)
-            if progress:
-                tqdm.write(_describe(record))
+        started = time.time()
+        train_loss = train_one_epoch(task, net, loader, optimizer, schedule, scaler, device,
+                                     f"{task.name} epoch {epoch + 1}/{config.epochs}", progress and main_process)
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": round(time.time() - started, 1)}
+        if not main_process:
+            continue
+        if val_set is not None:
+            record.update({f"val_{k}": v for k, v in evaluate(task, model, val_set, device).items()})
+        history.append(record)
+        if improves(task, record, best):
+            best = record
+            save_checkpoint(out, model.state_dict(), {**meta, "epoch": epoch + 1, "metrics": record})
+        save_checkpoint(last_path(out), model.state_dict(), {**meta, "epoch": epoch + 1, "metrics": record},
+                        optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                        epoch=epoch + 1, history=history, best=best)
+        if progress:
+            tqdm.write(_describe(record))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return {"best": best, "history": history}
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                           total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate per batch: a linear warm-up over ``warmup_steps``, then cosine decay
+    to 0 at ``total_steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+
+
+def train_one_epoch(task: Task, net: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    schedule: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+                    device: torch.device, description: str, progress: bool) -> float:
+    """One pass over ``loader``, mixed precision on CUDA, the schedule stepped per batch;
+    returns the mean training loss."""
+    net.train()
+    losses = []
+    bar = tqdm(loader, desc=description, disable=not progress, leave=False)
+    for images, targets in bar:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            loss = task.loss(net(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return float(np.mean(losses))
+
+
+def improves(task: Task, record: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Whether an epoch's record beats the best so far on the task's metric (always, without
+    validation)."""
+    key = f"val_{task.metric_name}"
+    score = record.get(key)
+    if best is None or score is None:
+        return True
+    return score > best[key] if task.higher_is_better else score < best[key]
 
 
 @torch.no_grad()

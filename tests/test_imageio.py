@@ -16,6 +16,7 @@ from palm_algos.imageio import (
     read_image,
     write_mha_image,
     write_mha_mask,
+    world_to_pixel,
     write_palm_mask,
 )
 
@@ -130,6 +131,28 @@ def test_pixel_to_world(tmp_path, rgb):
     sitk.WriteImage(ref, str(tmp_path / "input.mha"))
     assert pixel_to_world(tmp_path / "input.mha", 4, 6) == pytest.approx((12.0, 23.0))
     assert pixel_to_world(tmp_path / "photo.jpg", 4.5, 6) == (4.5, 6.0)  # no geometry: pixels
+
+
+def test_pixel_and_world_round_trip_and_agree_without_geometry(tmp_path, rgb):
+    """The algorithms map points out with pixel_to_world, the evaluation back with world_to_pixel:
+    one geometry, read once (here a rotated, anisotropic MHA, a TIFF, and files without one)."""
+    ref = sitk.GetImageFromArray(rgb, isVector=True)
+    ref.SetOrigin((10.0, -20.0))
+    ref.SetSpacing((0.5, 0.25))
+    ref.SetDirection((0.0, -1.0, 1.0, 0.0))
+    sitk.WriteImage(ref, str(tmp_path / "rotated.mha"))
+    sitk.WriteImage(sitk.GetImageFromArray(rgb[..., 0]), str(tmp_path / "grey.tif"))
+    (tmp_path / "not-a-tiff.tif").write_bytes((tmp_path / "rotated.mha").read_bytes()[:10])  # SimpleITK cannot tell
+    for name in ("rotated.mha", "grey.tif", "not-a-tiff.tif", "photo.jpg"):
+        world = pixel_to_world(tmp_path / name, 4.5, 6.25)
+        assert world_to_pixel(tmp_path / name, *world) == pytest.approx((4.5, 6.25)), name
+    assert pixel_to_world(tmp_path / "rotated.mha", 4, 6) == pytest.approx(ref.TransformContinuousIndexToPhysicalPoint((4, 6)))
+    for name in ("not-a-tiff.tif", "photo.jpg"):  # no readable geometry: pixel space, both ways
+        assert pixel_to_world(tmp_path / name, 4.5, 6.25) == world_to_pixel(tmp_path / name, 4.5, 6.25) == (4.5, 6.25)
+    (tmp_path / "broken.mha").write_bytes(b"NDims = 2\nDimSize = 3\nElementDataFile = LOCAL\n")
+    for mapping in (pixel_to_world, world_to_pixel):  # an unreadable header: the same refusal
+        with pytest.raises(ImageError, match="broken.mha"):
+            mapping(tmp_path / "broken.mha", 1.0, 2.0)
 
 
 def test_truncated_jpeg(tmp_path, rgb):

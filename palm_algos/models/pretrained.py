@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from ..checkpoint import load_torch_file
 from ..errors import PalmError
 
 
@@ -40,10 +41,7 @@ def file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise PalmError(f"{path}: --pretrained must be 'imagenet', 'none' or an existing weights file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PalmError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0]})") from None
+    state = load_torch_file(path, "PyTorch weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from palm_algos.errors import PalmError
+from palm_algos.formats import MASK_SUFFIXES
 from palm_algos.imageio import ImageError, image_size, read_grey
 
 MAX_DISC_SHARE = 0.5  # a disc read as covering more of the image than this is an inverted mask
@@ -177,7 +178,7 @@ def _check_compressed(path: Path, offset: int, expected: int) -> None:
 
 def _is_label_map(path: Path) -> bool:
     """Whether a BMP/PNG holds the values 0 and 1 only (a label array, not black and white)."""
-    if path.suffix.lower() not in (".bmp", ".png"):
+    if path.suffix.lower() not in MASK_SUFFIXES:
         return False
     try:
         with Image.open(path) as im:

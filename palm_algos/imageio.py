@@ -70,15 +70,10 @@ def read_image(path: Path, min_side: int | None = None) -> tuple[np.ndarray, tup
     """
     path = Path(path)
     _check_suffix(path)
-    if path.suffix.lower() == ".mha":
-        array = _mha_read(path)
-        return _to_rgb_uint8(array, path), (array.shape[1], array.shape[0])
     try:
-        if path.suffix.lower() in GC_IMAGE_SUFFIXES:
-            array = _itk_read_tiff(path)  # None: a TIFF SimpleITK cannot read; PIL tries
-            if array is not None:
-                size = (array.shape[1], array.shape[0])
-                return _to_rgb_uint8(array, path), size
+        array = _read_without_pil(path)
+        if array is not None:
+            return _to_rgb_uint8(array, path), (array.shape[1], array.shape[0])
         with _open_pil(path) as im:
             size = im.size
             if min_side and im.format == "JPEG":
@@ -99,11 +94,7 @@ def read_grey(path: Path) -> np.ndarray:
     path = Path(path)
     _check_suffix(path)
     try:
-        array = None
-        if path.suffix.lower() == ".mha":
-            array = _mha_read(path)
-        elif path.suffix.lower() in GC_IMAGE_SUFFIXES:
-            array = _itk_read_tiff(path)
+        array = _read_without_pil(path)
         if array is None:
             with _open_pil(path) as im:
                 im.load()
@@ -219,6 +210,16 @@ def _why(exc: Exception) -> str:
         return exc.strerror  # "Permission denied", not "[Errno 13] Permission denied: '<the path again>'"
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _read_without_pil(path: Path) -> np.ndarray | None:
+    """The pixels of an .mha (read here) or of a TIFF SimpleITK reads (with its geometry, as
+    grand-challenge writes them); None: the file is PIL's to read."""
+    if path.suffix.lower() == ".mha":
+        return _mha_read(path)
+    if path.suffix.lower() in GC_IMAGE_SUFFIXES:
+        return _itk_read_tiff(path)
+    return None
 
 
 def _itk_info(path: Path):

@@ -1,8 +1,11 @@
 """Synthetic fundus photographs with known label, fovea and disc: the bundled example data.
 
 Not realistic, only recognisable: a round field of view, a bright disc with vessels leaving
-it, a dark fovea about 2.5 disc diameters away, and for pathologic myopia pale atrophy around
-the disc and a tessellated background. Everything is decided by the seed.
+it, a dark fovea about 2.5 disc diameters away, and for pathologic myopia the signs a grader
+looks for, strong enough that a small network learns them in a few CPU minutes (the demo's
+quick models must score clearly above chance): a pale crescent of atrophy on the temporal side
+of the disc, a tessellated background and pale patches of chorioretinal atrophy. Everything is
+decided by the seed.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def synth_case(seed: int, size: tuple[int, int] = (512, 512), label: int | None 
 
     if label:  # tessellation: low-frequency pale/dark mottling
         blobs = _smooth_noise(rng, h, w, cells=12)
-        img *= (1 + 0.25 * blobs)[..., None]
+        img *= (1 + 0.35 * blobs)[..., None]
 
     fovea_d = np.hypot(xx - fovea_x, yy - fovea_y) / (1.2 * disc_r)
     img *= (1 - 0.45 * np.exp(-fovea_d**2))[..., None]
@@ -67,9 +70,15 @@ def synth_case(seed: int, size: tuple[int, int] = (512, 512), label: int | None 
         img = img * (1 - glow) + glow * np.array([0.98, 0.9, 0.62])
     else:
         disc = np.zeros_like(disc)
-    if label:  # peripapillary atrophy: a pale crescent/halo around the disc
-        halo = (disc_d > 1.2) & (disc_d < rng.uniform(3.0, 5.0)) & ((xx - disc_x) * np.sign(-dx) > -0.3 * disc_r)
-        img[halo] = img[halo] * 0.5 + np.array([0.9, 0.8, 0.65]) * 0.5
+    if label:  # peripapillary atrophy: a pale crescent on the temporal side (towards the fovea)
+        halo = (disc_d > 1.2) & (disc_d < rng.uniform(3.5, 6.0)) & ((xx - disc_x) * np.sign(-dx) > -0.3 * disc_r)
+        img[halo] = img[halo] * 0.4 + np.array([0.9, 0.8, 0.65]) * 0.6
+        for _ in range(rng.integers(2, 5)):  # patchy atrophy around the macula, sparing the fovea
+            angle, dist = rng.uniform(0, 2 * np.pi), disc_r * rng.uniform(1.6, 3.0)
+            px, py = fovea_x + dist * np.cos(angle), fovea_y + dist * np.sin(angle)
+            patch = np.hypot((xx - px) / rng.uniform(0.5, 1.0), (yy - py) / rng.uniform(0.5, 1.0)) / disc_r
+            fade = np.exp(-np.clip(patch - 1, 0, None) * 4)[..., None] * 0.55
+            img = img * (1 - fade) + fade * np.array([0.92, 0.78, 0.55])
 
     img += rng.normal(0, 0.015, img.shape)
     img[r_field > 1] = 0

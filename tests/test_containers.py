@@ -415,3 +415,28 @@ def test_phase_with_build_time_slugs_end_to_end(work, all_model):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["aggregates"]) == {"classification", "fovea", "disc"}
     assert all(any(f"{slug!r} found by its kind" in w for w in metrics["warnings"]) for slug in slugs.values())
+
+
+# -- the quick models learn ------------------------------------------------------------------------
+
+# What build.sh's quick models must reach on held-back synthetic images (the demo's example): far
+# from chance, so a change that stops the models from learning fails ./build.sh test.
+LEARNED = {"classification": ("auc", 0.9), "disc": ("mean_dice", 0.8)}
+FOVEA_WITHIN = 0.05  # mean distance as a share of the image size
+
+
+def test_quick_models_learn_the_synthetic_example(work, models, all_model):
+    """palm-all on the held-back images, scored as PALM files: clearly above chance on each task."""
+    from evaluation.scoring import evaluate_palm
+
+    quick = Path(os.environ.get("PALM_TEST_MODELS", "/nonexistent"))
+    heldout = Path(os.environ.get("PALM_TEST_HELDOUT", "/nonexistent"))
+    if any(models[task] != quick / task for task in TASKS) or not (heldout / "labels.csv").is_file():
+        pytest.skip("the learning thresholds are for build.sh's quick models and held-back images")
+    out = work / "heldout-output"
+    result = run("all", heldout / "images", out, all_model)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = evaluate_palm(out, heldout)["aggregates"]
+    for task, (metric, least) in LEARNED.items():
+        assert scores[task][metric] >= least, (task, scores[task])
+    assert scores["fovea"]["mean_normalised_distance"] <= FOVEA_WITHIN, scores["fovea"]

@@ -13,7 +13,11 @@ for t in ${@:-classification disc fovea speed}; do
       $CV classification --data "$DATA/palm224/PALM-Training400" \
         --folds 5 --epochs 8 --input-size 96 --batch-size 16 --out docs/results/classification-96px-8ep.json
       $CV classification --data "$DATA/palm224/PALM-Training400" \
-        --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification.json ;;
+        --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification.json
+      # each fold's model the ensemble of 3 inner-fold models, scored with and without flip TTA
+      # (stopped after 2 folds so far: docs/results/partial/classification-ensemble-folds-0-1.json)
+      $CV classification --data "$DATA/palm224/PALM-Training400" --members 3 --workdir runs/cv-cls-ens \
+        --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification-ensemble.json ;;
     disc)
       DISC=(disc --data "$DATA/drishti-gs1/Training" --extra-test "$DATA/drions-sample" --folds 3 --input-size 256 --batch-size 8)
       $CV "${DISC[@]}" --epochs 15 --out docs/results/disc.json                     # the paper's single pass

@@ -65,8 +65,9 @@ usage: ./build.sh COMMAND
            models never train on), train quick models when models/ has none (on 48 other
            synthetic images, about 2 min per task), run the three algorithm containers on it in
            grand-challenge mode (PALM_DEMO_JOBS images, default 8, one run each) and score
-           them with the evaluation container, run them in PALM batch mode on all images, and
-           write the leaderboard page over both (out/demo/); prints where everything is.
+           them with the evaluation container, run palm-all in PALM batch mode on all images
+           with overlays (PALM_OVERLAYS=1: overlays/<image>.jpg), and write the leaderboard
+           page with its case gallery over both (out/demo/); prints where everything is.
   help     This text.
 
 Environment:
@@ -562,14 +563,16 @@ cmd_demo() {
         -v "$out/jobs-truth:/opt/ml/input/data/ground_truth:ro" -v "$out/submissions/quick-models-gc:/output" \
         "$(image evaluation)" >"$out/evaluation.log" 2>&1 || { cat "$out/evaluation.log" >&2; die "the evaluation container failed"; }
     sed 's/^/  /' "$out/evaluation.log" >&2
-    # PALM batch mode: the three containers on the image folder -> one PALM submission.
-    mkdir -p "$out/submissions/quick-models-palm"; chmod 777 "$out/submissions/quick-models-palm"
-    for task in "${TASKS[@]}"; do
-        say "$(image "$task"): PALM batch mode on example/images"
-        docker run "${RUN_FLAGS[@]}" -v "$example/images:/input:ro" -v "$out/submissions/quick-models-palm:/output" \
-            -v "$(model_dir "$WORK/models" "$task"):/opt/ml/model:ro" "$(image "$task")" >"$out/$task-palm.log" 2>&1 \
-            || say "  failed: $(tail -1 "$out/$task-palm.log")"
+    # PALM batch mode: palm-all on the image folder -> one PALM submission, and with
+    # PALM_OVERLAYS=1 one picture per image with all three predictions (overlays/).
+    mkdir -p "$out/submissions/quick-models-palm" "$out/all-model"; chmod 777 "$out/submissions/quick-models-palm"
+    for task in "${TASKS[@]}"; do  # palm-all's model folder: <task>.pt each (copies: a mount follows no link out)
+        cp "$(model_dir "$WORK/models" "$task")/$task.pt" "$out/all-model/"
     done
+    say "$(image all): PALM batch mode on example/images, with overlays (PALM_OVERLAYS=1)"
+    docker run "${RUN_FLAGS[@]}" -e PALM_OVERLAYS=1 -v "$example/images:/input:ro" \
+        -v "$out/submissions/quick-models-palm:/output" -v "$out/all-model:/opt/ml/model:ro" "$(image all)" \
+        >"$out/all-palm.log" 2>&1 || say "  failed: $(tail -1 "$out/all-palm.log")"
     say "writing the leaderboard (palm leaderboard)"
     "$PY" -m palm_cli leaderboard "$out/submissions" --ground-truth "$example" --out "$out/leaderboard" \
         >"$out/leaderboard.log" 2>&1 || { cat "$out/leaderboard.log" >&2; die "palm leaderboard failed"; }
@@ -583,7 +586,9 @@ demo finished in $(( $(date +%s) - t0 )) s
   evaluation input / output  $out/evaluation-input, $out/submissions/quick-models-gc/metrics.json
                              (scored on the $(ls "$out/jobs" | wc -l) grand-challenge jobs only; PALM mode: all images)
   PALM batch submission      $out/submissions/quick-models-palm
+  overlays (palm-all)        $out/submissions/quick-models-palm/overlays/<image>.jpg
   leaderboard                $out/leaderboard/leaderboard.html
+  case gallery               $out/leaderboard/gallery/<submission>/ (the worst cases, in leaderboard.html)
   logs                       $out/*.log
 EOF
 }

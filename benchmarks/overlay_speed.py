@@ -5,7 +5,12 @@ prediction alone (`palm predict --overlays`) and with prediction, ground truth a
 leaderboard's gallery: a 1024 px picture and a thumbnail). Masks come at the image's own size,
 as predictions and ground truth do. No torch.
 
-    python benchmarks/overlay_speed.py [--images 8]
+``--models DIR`` (``<task>/<task>.pt`` for each task, as ``./build.sh test`` leaves them in
+build/containers/models) times instead what ``--overlays`` adds to prediction (with torch): the
+three tasks' ``predict_folder`` on full-resolution JPEGs with and without the overlay writer,
+twice each.
+
+    python benchmarks/overlay_speed.py [--images 8] [--models build/containers/models]
 """
 
 from __future__ import annotations
@@ -46,10 +51,40 @@ def one_image(path: Path, case, with_truth: bool, out: Path) -> dict[str, float]
     return times
 
 
+def with_prediction(models: Path, folder: Path, out: Path) -> None:
+    """Seconds (wall and CPU) of predicting the three tasks with and without overlays."""
+    from palm_algos.formats import TASKS
+    from palm_algos.predict import Predictor, predict_folder
+    from palm_algos.writers import OverlayWriter
+
+    predictors = {task: Predictor.load(models / task / f"{task}.pt", task=task) for task in TASKS}
+    for predictor in predictors.values():  # warm-up: torch's first calls cost seconds
+        predictor.predict(next(folder.iterdir()))
+    for _ in range(2):
+        for overlays in (False, True):
+            wall, cpu = time.perf_counter(), time.process_time()
+            pictures = OverlayWriter(out / str(overlays), TASKS) if overlays else None
+            for task in TASKS:
+                predict_folder(predictors[task], folder, out / str(overlays), progress=False, overlays=pictures)
+            if pictures:
+                pictures.finish()
+            click.echo(f"{'with' if overlays else 'without':7s} overlays: {time.perf_counter() - wall:6.1f} s wall, "
+                       f"{time.process_time() - cpu:6.1f} s CPU")
+
+
 @click.command()
 @click.option("--images", default=8, show_default=True)
-def main(images: int) -> None:
+@click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Time prediction with and without overlays, with these models (full resolution only).")
+def main(images: int, models: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        if models:
+            folder = Path(tmp) / "images"
+            folder.mkdir()
+            for i in range(images):
+                Image.fromarray(synth_case(i + 1, SIZES["full resolution 2124x2056"]).image).save(folder / f"{i}.jpg", quality=95)
+            with_prediction(models, folder, Path(tmp) / "out")
+            return
         for label, size in SIZES.items():
             cases = [synth_case(i + 1, size) for i in range(images)]
             paths = []

@@ -72,12 +72,16 @@ def evaluate(submission, ground_truth, out, gc, input_dir, **slug_options):
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboard"), show_default=True)
 @click.option("--missing", type=click.Choice(["worst", "skip"]), default="worst", show_default=True,
               help="A task a submission lacks: tie for the worst rank, or rank on the tasks it has.")
-def leaderboard(submissions, ground_truth, out, missing):
+@click.option("--gallery/--no-gallery", default=True, show_default=True,
+              help="Per submission, the worst cases as pictures of truth and prediction (docs/OVERLAYS.md).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The ground truth's fundus images, for the gallery where --ground-truth holds none.")
+def leaderboard(submissions, ground_truth, out, missing, gallery, images):
     """Rank every subfolder or .zip of SUBMISSIONS (PALM layout or metrics.json); write CSV, Markdown, HTML."""
     from .leaderboard import build
 
     try:
-        table = build(submissions, ground_truth, out, missing=missing)
+        table = build(submissions, ground_truth, out, missing=missing, gallery=gallery, images=images)
     except PalmError as exc:
         _fail(exc)
     for row in table.itertuples(index=False):

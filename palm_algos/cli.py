@@ -121,34 +121,49 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
 
 
 @main.command("predict")
-@click.argument("task", type=click.Choice(TASKS))
+@click.argument("tasks", nargs=-1, required=True, type=click.Choice(TASKS))
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder of images (nested ok).")
 @click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Folder for the PALM files.")
-@click.option("--model", "checkpoint", default=None, type=click.Path(path_type=Path),
-              help="Checkpoint, one model or an ensemble (default: models/<task>.pt).")
+@click.option("--model", "checkpoints", multiple=True, type=click.Path(path_type=Path),
+              help="Checkpoint, one model or an ensemble; one per TASK, in the same order (default: models/<task>.pt).")
 @click.option("--tta/--no-tta", default=None,
               help="Average the prediction on the image and its mirror image (default: on where it pays; see docs/RESULTS.md).")
+@click.option("--overlays", is_flag=True,
+              help="Also write OUTPUT/overlays/<image>.jpg: the photograph with what the models found, every TASK on one picture.")
 @user_errors
-def predict_command(task, input_dir, output_dir, checkpoint, tta):
-    """Predict TASK for every image in --input and write the PALM submission files.
+def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays):
+    """Predict each TASK (classification, fovea, disc; one or more) for every image in --input
+    and write the PALM submission files.
 
     A file that cannot be predicted is listed ("failed: ...") and the others are still written
     (exit status 1); files that are not images are listed as skipped (exit status 0)."""
     from .predict import Predictor, check_input_folder, predict_folder
-    from .writers import prepare_output
+    from .writers import OverlayWriter, prepare_output
 
+    if checkpoints and len(checkpoints) != len(tasks):
+        raise click.BadParameter(f"give one --model per task ({len(tasks)}), or none", param_hint="--model")
+    models = dict(zip(tasks, checkpoints or [Path("models") / f"{task}.pt" for task in tasks]))
+    tasks = sorted(models, key=TASKS.index)  # the disc last: the overlays then hold no mask
     check_input_folder(input_dir)  # the folders first: no model is loaded for a typo
     prepare_output(output_dir)
-    predictor = Predictor.load(checkpoint or Path("models") / f"{task}.pt", task=task, tta=tta)
-    run = predict_folder(predictor, input_dir, output_dir)
-    for line in run.problems:
-        click.echo(one_line(f"failed: {line}"), err=True)
-    for line in run.skipped:
-        click.echo(one_line(line), err=True)
-    skipped = f"; {len(run.skipped)} other file(s) skipped" if run.skipped else ""
-    click.echo(one_line(f"wrote {task} predictions for {run.predicted} of {run.found} images to {output_dir}{skipped}"))
-    if run.problems:
-        raise click.ClickException(f"{len(run.problems)} input(s) could not be predicted; see the 'failed:' lines above")
+    pictures = OverlayWriter(output_dir, tasks) if overlays else None
+    problems = 0
+    for task in tasks:
+        predictor = Predictor.load(models[task], task=task, tta=tta)
+        run = predict_folder(predictor, input_dir, output_dir, overlays=pictures)
+        del predictor
+        for line in run.problems:
+            click.echo(one_line(f"failed: {line}"), err=True)
+        for line in run.skipped:
+            click.echo(one_line(line), err=True)
+        skipped = f"; {len(run.skipped)} other file(s) skipped" if run.skipped else ""
+        click.echo(one_line(f"wrote {task} predictions for {run.predicted} of {run.found} images to {output_dir}{skipped}"))
+        problems += len(run.problems)
+    if pictures:
+        pictures.finish()
+        click.echo(one_line(f"wrote overlays to {pictures.folder}"))
+    if problems:
+        raise click.ClickException(f"{problems} input(s) could not be predicted; see the 'failed:' lines above")
 
 
 @main.command("ensemble")

@@ -1,8 +1,8 @@
 """From case records to model inputs: the one place where images become tensors.
 
-Training and prediction share ``prepare_image`` (reduced-size decode, square resize), so a
-model sees the same pixels in both. Training images are decoded once and kept in memory at
-input size: an epoch then costs only augmentation and the network.
+Training and prediction share the reduced-size decode (``read_image``'s ``min_side``) and
+``square_resize``, so a model sees the same pixels in both. Training images are decoded once
+and kept in memory at input size: an epoch then costs only augmentation and the network.
 
 A model trained with ``zoom`` > 1 is used twice per image: on the whole image, then on the
 input-size window of the ``zoom`` times larger image around what the first pass found (the

@@ -12,12 +12,13 @@ from tqdm import tqdm
 
 from .cases import list_images
 from .checkpoint import CheckpointError, load_checkpoint
-from .data import normalise, prepare_image, view_box
+from .data import normalise, square_resize, view_box
 from .errors import PalmError
 from .formats import CSV_NAMES
+from .imageio import read_image
 from .models.ensemble import Ensemble, FlipTTA
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
-from .writers import OUTPUTS, csv_name_problem, prepare_output
+from .writers import OUTPUTS, OverlayWriter, csv_name_problem, prepare_output
 
 
 class PredictionError(PalmError):
@@ -59,12 +60,19 @@ class Predictor:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(model.to(dev), meta, dev, tta=tta)
 
+    def read(self, image: Path) -> tuple[Any, tuple[int, int]]:
+        """The image as this model reads it (RGB at a reduced scale, original size), for
+        ``predict``'s ``photo``: an overlay can then reuse it instead of decoding again."""
+        return read_image(image, min_side=self.input_size * int(self.meta.get("zoom", 1)))
+
     @torch.inference_mode()
-    def predict(self, image: Path) -> Any:
-        """One image -> prediction in original pixels; models trained with ``zoom`` > 1 run a
-        second, refining pass on the window around what the first pass found."""
+    def predict(self, image: Path, photo: tuple[Any, tuple[int, int]] | None = None) -> Any:
+        """One image (or ``photo``, what ``read`` made of it) -> prediction in original pixels;
+        models trained with ``zoom`` > 1 run a second, refining pass on the window around what
+        the first pass found."""
         size_in, zoom = self.input_size, int(self.meta.get("zoom", 1))
-        pixels, size = prepare_image(image, size_in * zoom)
+        rgb, size = photo or self.read(image)
+        pixels = square_resize(rgb, size_in * zoom)
         if zoom == 1:
             return self._task.decode(self._finite(self.forward(pixels), image), size)
         output = self._finite(self.forward(v2.functional.resize(pixels, [size_in, size_in], antialias=True)), image)
@@ -107,8 +115,10 @@ def check_input_folder(input_dir: Path) -> Path:
     return input_dir
 
 
-def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True) -> FolderRun:
-    """PALM batch mode: predict every image under ``input_dir`` and write the PALM files.
+def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True,
+                   overlays: OverlayWriter | None = None) -> FolderRun:
+    """PALM batch mode: predict every image under ``input_dir`` and write the PALM files (and,
+    given ``overlays``, hand each prediction to it for the pictures).
 
     The output folder is checked first. A bad image is reported ("path: problem") and skipped,
     whatever went wrong with it; all other predictions are written. Files that are not images
@@ -128,7 +138,8 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
             failures.append(f"{path}: {problem}")
             continue
         try:
-            value = predictor.predict(path)
+            photo = predictor.read(path)
+            value = predictor.predict(path, photo)
         except PalmError as exc:
             failures.append(str(exc))
             continue
@@ -137,6 +148,8 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
             continue
         if output.each:
             output.each(path.name, value, output_dir)  # a write error stops the run: OutputError
+        if overlays:
+            overlays.add(path, predictor.task, value, photo)
         results[path.name] = value
     if output.table:
         output.table(results, output_dir)

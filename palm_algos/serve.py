@@ -11,7 +11,9 @@ The input mode is read off ``/input``:
 * **PALM batch** (anything else): every image under ``/input`` (any supported format, nested
   folders included) -> ``Classification_Results.csv`` / ``Fovea_Localization_Results.csv`` /
   ``Disc_Segmentation/*.bmp`` (+ ``png/``) in ``/output``. A bad image is reported and skipped;
-  the others are still written, and the exit status is 1.
+  the others are still written, and the exit status is 1. With ``--overlays`` (or
+  ``PALM_OVERLAYS=1``; off by default) also ``/output/overlays/<stem>.jpg``, the photograph with
+  what the model(s) found; grand-challenge mode never writes them.
 
 ``main("all")`` (the ``palm-all`` image) runs every task of ``TASKS`` in one go: one
 grand-challenge job writes the three outputs, each to its own socket; batch mode writes all the
@@ -42,7 +44,7 @@ from typing import Any
 
 from .errors import PalmError, one_line
 from .formats import GC_IMAGE_SUFFIXES, INPUT_SLUG, OUTPUT_SLUGS, TASKS, gc_output_file, interface, stays_below
-from .writers import OUTPUTS, prepare_output
+from .writers import OUTPUTS, OverlayWriter, prepare_output
 
 INPUT = Path("/input")
 OUTPUT = Path("/output")
@@ -52,6 +54,7 @@ ALL = "all"  # the palm-all image: every task of TASKS in one run
 # Environment variables (options of the same meaning win over them; an empty one is unset).
 ENV_INPUT, ENV_OUTPUT, ENV_MODEL = "PALM_INPUT", "PALM_OUTPUT", "PALM_MODEL"
 ENV_INPUT_SLUG, ENV_OUTPUT_SLUG = "PALM_INPUT_SLUG", "PALM_OUTPUT_SLUG"
+ENV_OVERLAYS = "PALM_OVERLAYS"  # batch mode: 1/true/yes/on also writes /output/overlays/*.jpg
 ENV_TASK_SLUGS = {task: f"PALM_{task.upper()}_SLUG" for task in OUTPUT_SLUGS}  # baked in at build time
 SLUG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # grand-challenge slugs; also a safe file name
 
@@ -216,6 +219,10 @@ def parse_args(task: str, argv: list[str] | None) -> argparse.Namespace:
     else:
         parser.add_argument("--output-slug", default=default_output_slug(task),
                             help=f"grand-challenge output slug [{ENV_OUTPUT_SLUG}, {ENV_TASK_SLUGS[task]}, {OUTPUT_SLUGS[task]}]")
+    parser.add_argument("--overlays", action=argparse.BooleanOptionalAction,
+                        default=(_env(ENV_OVERLAYS) or "").lower() in ("1", "true", "yes", "on"),
+                        help=f"batch mode: also write overlays/<image>.jpg, the photograph with what the models "
+                             f"found (never in grand-challenge mode) [{ENV_OVERLAYS}=1; default off]")
     args = parser.parse_args(argv)
     args.slugs = ({each: getattr(args, f"{each}_slug") for each in TASKS} if task == ALL
                   else {task: args.output_slug})
@@ -265,6 +272,7 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
             check_slugs(args.input_slug, args.slugs)
         prepare_output(args.output)  # before the model and the images: nothing computed is lost
         checkpoints = {each: find_checkpoint(each, args.model, named=task == ALL) for each in tasks}  # all found first
+        pictures = OverlayWriter(args.output, tasks) if args.overlays and mode == "palm" else None
         for each in tasks:
             try:
                 predictor = load(each, checkpoints[each])
@@ -278,13 +286,16 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
                 else:
                     from .predict import predict_folder
 
-                    runs[each] = predict_folder(predictor, args.input, args.output, progress=sys.stderr.isatty())
+                    runs[each] = predict_folder(predictor, args.input, args.output, progress=sys.stderr.isatty(),
+                                                overlays=pictures)
                 del predictor
             except PalmError as exc:
                 if task != ALL:
                     raise
                 say(f"error: {each}: {exc}")  # the other tasks still run; the exit status is 1
                 failed.append(each)
+        if pictures:
+            pictures.finish()
     except PalmError as exc:
         say(f"error: {exc}")
         return 1
@@ -310,6 +321,8 @@ def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
     else:
         found, predicted = runs[task].found, runs[task].predicted
         summary = f"{predicted} of {found} images predicted {elapsed}, outputs in {args.output}"
+    if pictures:
+        summary += f" (overlays in {pictures.folder})"
     if skipped:
         summary += f"; {len(skipped)} other file(s) skipped"
     if problems or failed:

@@ -23,6 +23,7 @@ import numpy as np
 from .errors import PalmError, one_line
 from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS
 from .imageio import pixel_to_world, write_mha_mask, write_palm_mask
+from .overlays import SIDE, draw_overlay, read_photo, save_overlay
 
 
 class OutputError(PalmError):
@@ -114,19 +115,60 @@ class TaskOutput(NamedTuple):
     table: Callable[[dict[str, Any], Path], Path] | None  # PALM mode, once for all images (a CSV)
     gc: Callable[[Any, Path, Path, str], None]  # grand-challenge: (value, input image, output file, slug)
     describe: Callable[[Any], str]  # one prediction in a log line
+    marks: Callable[[Any], dict[str, Any]]  # what draw_overlay draws of one prediction
 
 
 OUTPUTS = {
     "classification": TaskOutput(each=None, table=write_classification_csv,
                                  gc=lambda risk, image, path, slug: write_gc_float(risk, path),
-                                 describe=lambda risk: f"PM likelihood {risk:.4f}"),
+                                 describe=lambda risk: f"PM likelihood {risk:.4f}",
+                                 marks=lambda risk: {"pm_risk": risk}),
     "fovea": TaskOutput(each=None, table=write_fovea_csv,
                         gc=lambda xy, image, path, slug: write_gc_point(xy, image, path, name=slug),
-                        describe=lambda xy: f"fovea at ({xy[0]:.1f}, {xy[1]:.1f}) px"),
+                        describe=lambda xy: f"fovea at ({xy[0]:.1f}, {xy[1]:.1f}) px",
+                        marks=lambda xy: {"fovea": xy}),
     "disc": TaskOutput(each=write_disc_masks, table=None,
                        gc=lambda disc, image, path, slug: write_gc_mask(disc, image, path),
-                       describe=lambda disc: f"disc of {int(disc.sum())} px"),
+                       describe=lambda disc: f"disc of {int(disc.sum())} px",
+                       marks=lambda disc: {"disc": disc}),
 }
+
+OVERLAY_FOLDER = "overlays"
+
+
+class OverlayWriter:
+    """``overlays/<stem>.jpg`` in the output folder: one picture per image with the marks of every
+    task of the run. An image's picture is drawn when the run's last task has predicted it, so
+    only the earlier tasks' predictions are held (in ``TASKS`` order the disc comes last: no
+    full-size mask is kept); ``finish`` draws the images the last task left out."""
+
+    def __init__(self, out_dir: Path, tasks: tuple[str, ...] | list[str]):
+        self.folder, self.last = Path(out_dir) / OVERLAY_FOLDER, tasks[-1]
+        self.pending: dict[Path, dict[str, Any]] = {}
+
+    def add(self, image: Path, task: str, value: Any, photo: tuple[np.ndarray, tuple[int, int]] | None = None) -> None:
+        """``photo``: the image as the predictor decoded it, (RGB, original size); reused where it
+        is large enough for the picture, so the image is not decoded twice."""
+        self.pending.setdefault(image, {}).update(OUTPUTS[task].marks(value))
+        if task == self.last:
+            self._draw(image, photo)
+
+    def finish(self) -> None:
+        for image in list(self.pending):
+            self._draw(image)
+
+    def _draw(self, image: Path, photo=None) -> None:
+        marks = self.pending.pop(image)
+        if photo is None or not _fits_picture(*photo):
+            photo = read_photo(image)
+        path = self.folder / f"{Path(image).stem}.jpg"
+        with writing(path):
+            save_overlay(draw_overlay(photo[0], size=photo[1], **marks), path)
+
+
+def _fits_picture(rgb: np.ndarray, size: tuple[int, int]) -> bool:
+    """Whether a decoded copy is the whole image or large enough for a SIDE px picture."""
+    return rgb.shape[1::-1] == tuple(size) or min(rgb.shape[:2]) >= SIDE * min(size) / max(size)
 
 
 def _number(value: float, name: str, digits: int) -> str:

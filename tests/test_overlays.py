@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 from scipy import ndimage
 
@@ -161,3 +162,43 @@ def test_gallery_page_renders_in_a_headless_browser_without_network(board, tmp_p
     red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     fundus = (red > 120) & (green < 110) & (blue < 70) & (red > 2 * green)  # the thumbnails' orange retina
     assert fundus.sum() > 10_000, "the gallery's thumbnails did not load from disk"
+
+
+def test_palm_predict_overlays_one_picture_per_image_with_its_aspect_ratio(tmp_path):
+    from test_ensemble import random_checkpoint
+
+    from palm_algos.cli import main as palm_algos_main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, size in (("wide", (300, 200)), ("tall", (200, 330))):
+        Image.fromarray(synth_case(1, size).image).save(images / f"{name}.png")
+    models = [random_checkpoint(tmp_path / f"{task}.pt", task, input_size=32) for task in ("fovea", "disc")]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(palm_algos_main, ["predict", "fovea", "disc", "--input", str(images), "--output", str(out),
+                                                  "--model", str(models[0]), "--model", str(models[1]), "--overlays"])
+    assert result.exit_code == 0, result.output
+    assert (out / "Fovea_Localization_Results.csv").is_file() and (out / "Disc_Segmentation" / "wide.bmp").is_file()
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["tall.jpg", "wide.jpg"]
+    with Image.open(out / "overlays" / "wide.jpg") as wide, Image.open(out / "overlays" / "tall.jpg") as tall:
+        assert wide.size == (1024, 683) and tall.size == (621, 1024)
+    plain = CliRunner().invoke(palm_algos_main, ["predict", "fovea", "--input", str(images), "--output", str(tmp_path / "plain"),
+                                                 "--model", str(models[0])])
+    assert plain.exit_code == 0 and not (tmp_path / "plain" / "overlays").exists()
+
+
+def test_leaderboard_command_images_and_no_gallery_options(tmp_path):
+    from palm_cli import main as palm
+
+    example = write_palm_example(tmp_path / "example", count=4, size=(200, 180), seed=5)
+    truth = tmp_path / "truth"  # label sheet and masks, no images
+    shutil.copytree(example / "Disc_Masks", truth / "Disc_Masks")
+    shutil.copy(example / "labels.csv", truth)
+    submission_with_errors(example, tmp_path / "subs" / "alpha", shift=3)
+    common = ["leaderboard", str(tmp_path / "subs"), "--ground-truth"]
+    result = CliRunner().invoke(palm, [*common, str(truth), "--out", str(tmp_path / "board"), "--images", str(example / "images")])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "board" / "gallery" / "alpha").glob("*_thumb.jpg"))) == 4
+    result = CliRunner().invoke(palm, [*common, str(example), "--out", str(tmp_path / "none"), "--no-gallery"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "none" / "gallery").exists() and "gallery/" not in (tmp_path / "none" / "leaderboard.html").read_text()

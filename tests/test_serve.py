@@ -23,9 +23,12 @@ class FakePredictor:
         self.meta = {"task": task, "arch": "fake", "input_size": 32}
         self.seen: list[Path] = []
 
-    def predict(self, image: Path):
+    def read(self, image: Path):
+        return read_image(image)  # a broken file raises ImageError, as the real one does
+
+    def predict(self, image: Path, photo=None):
         self.seen.append(Path(image))
-        rgb, (w, h) = read_image(image)  # a broken file raises ImageError, as the real one does
+        rgb, (w, h) = photo or self.read(image)
         if Path(image).stem == "crash":
             raise ValueError("shape mismatch deep inside the model")
         if self.task == "classification":
@@ -384,3 +387,33 @@ def test_unwritable_output_is_one_line_not_a_traceback(tmp_path, batch, model, c
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "palm-disc: error: /output/Disc_Segmentation: Permission denied"
+
+
+# -- overlays (batch mode, off by default) ---------------------------------------------------------
+
+
+def test_batch_overlays_only_when_asked_one_picture_per_image_with_every_task(tmp_path, batch, monkeypatch):
+    model = tmp_path / "models"
+    model.mkdir()
+    for task in serve.TASKS:
+        (model / f"{task}.pt").write_bytes(b"fake")
+    assert run("all", batch, tmp_path / "plain", model) == 0
+    assert not (tmp_path / "plain" / "overlays").exists()
+    assert run("all", batch, tmp_path / "asked", model, "--overlays") == 0
+    pictures = sorted(p.name for p in (tmp_path / "asked" / "overlays").iterdir())
+    assert pictures == ["N0002.jpg", "P0001.jpg", "V0003.jpg", "nofovea.jpg"]
+    with Image.open(tmp_path / "asked" / "overlays" / "N0002.jpg") as picture:  # 50x40 -> 1024x819
+        assert picture.size == (1024, 819)
+        drawn = np.asarray(picture.convert("RGB")).astype(int)
+    yellow = (drawn[..., 0] > 200) & (drawn[..., 1] > 170) & (drawn[..., 2] < 90)
+    assert yellow[:60, :400].any() and yellow[:, :600].sum() > yellow[:, 600:].sum()  # risk text; disc contour top left
+    monkeypatch.setenv(serve.ENV_OVERLAYS, "1")
+    assert run("disc", batch, tmp_path / "env", model / "disc.pt") == 0
+    assert len(list((tmp_path / "env" / "overlays").glob("*.jpg"))) == 4
+
+
+def test_grand_challenge_mode_never_writes_overlays(tmp_path, model):
+    inp, out = tmp_path / "input", tmp_path / "output"
+    gc_input(inp)
+    assert run("classification", inp, out, model, "--overlays") == 0
+    assert not (out / "overlays").exists()

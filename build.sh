@@ -577,6 +577,7 @@ cmd_demo() {
     "$PY" -m palm_cli leaderboard "$out/submissions" --ground-truth "$example" --out "$out/leaderboard" \
         >"$out/leaderboard.log" 2>&1 || { cat "$out/leaderboard.log" >&2; die "palm leaderboard failed"; }
     sed 's/^/  /' "$out/leaderboard.log" >&2
+    grep '^|' "$out/leaderboard/leaderboard.md" | sed 's/^/  /' >&2  # the scores, as the page shows them
     cat >&2 <<EOF
 
 demo finished in $(( $(date +%s) - t0 )) s

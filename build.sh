@@ -63,7 +63,7 @@ usage: ./build.sh COMMAND
            three, for palm-all).
   demo     Build, make the synthetic example (example/, palm data synth: 24 images the quick
            models never train on), train quick models when models/ has none (on 48 other
-           synthetic images, about 2 min per task), run the three algorithm containers on it in
+           synthetic images, 3 to 4 min for the three), run the three algorithm containers on it in
            grand-challenge mode (PALM_DEMO_JOBS images, default 8, one run each) and score
            them with the evaluation container, run palm-all in PALM batch mode on all images
            with overlays (PALM_OVERLAYS=1: overlays/<image>.jpg), and write the leaderboard
@@ -440,7 +440,7 @@ palm_in_container() {
 }
 
 # The quick models: what `test` and `demo` run when models/ has no checkpoint. They learn the
-# synthetic example from scratch in about 2 minutes per task on 2 cores, and tests/test_containers.py
+# synthetic example from scratch in 3 to 4 minutes for the three on 2 cores, and tests/test_containers.py
 # checks on held-back synthetic images that they did (AUC, Dice, fovea distance thresholds), so a
 # change that stops the models from learning fails `./build.sh test`.
 QUICK_TRAIN=(--count 48 --size 256x256 --seed 0)    # their training images (palm data synth)
@@ -466,7 +466,7 @@ quick_models() {
         fi
         recipe="$(quick_recipe "$task") ${QUICK_TRAIN[*]}"
         [ -f "$out/$task/$task.pt" ] && [ "$(cat "$out/$task/recipe" 2>/dev/null)" = "$recipe" ] && continue
-        say "no models/$task.pt: training a quick $task model on synthetic images (palm train $task $(quick_recipe "$task"), about 2 min)"
+        say "no models/$task.pt: training a quick $task model on synthetic images (palm train $task $(quick_recipe "$task"), 1-2 min)"
         rm -rf "$out/$task"; mkdir -p "$out/$task"
         # shellcheck disable=SC2046  # the recipe is a list of options
         palm_in_container "$ROOT/build" train "$task" --data "/work/${out#"$ROOT/build/"}/train" \

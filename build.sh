@@ -456,22 +456,22 @@ quick_recipe() {  # palm train options of task $1's quick model (no pretraining)
 # Train the quick model of each task that models/ lacks into $1/<task>/<task>.pt (kept while its
 # recipe is unchanged; the recipe is stamped beside it), on synthetic images in $1/train.
 quick_models() {
-    local out=$1 task recipe
+    local out=$1 task opts recipe
+    local seen="/work/${out#"$ROOT/build/"}"  # $out as palm_in_container "$ROOT/build" sees it
     mkdir -p "$out"
-    [ -f "$out/train/labels.csv" ] || palm_in_container "$ROOT/build" data synth "/work/${out#"$ROOT/build/"}/train" "${QUICK_TRAIN[@]}" >/dev/null
+    [ -f "$out/train/labels.csv" ] || palm_in_container "$ROOT/build" data synth "$seen/train" "${QUICK_TRAIN[@]}" >/dev/null
     for task in "${TASKS[@]}"; do
         if [ -f "models/$task.pt" ]; then
             mkdir -p "$out/from-models/$task"; cp -u "models/$task.pt" "$out/from-models/$task/$task.pt"
             continue
         fi
-        recipe="$(quick_recipe "$task") ${QUICK_TRAIN[*]}"
+        opts=$(quick_recipe "$task"); recipe="$opts ${QUICK_TRAIN[*]}"
         [ -f "$out/$task/$task.pt" ] && [ "$(cat "$out/$task/recipe" 2>/dev/null)" = "$recipe" ] && continue
-        say "no models/$task.pt: training a quick $task model on synthetic images (palm train $task $(quick_recipe "$task"), 1-2 min)"
+        say "no models/$task.pt: training a quick $task model on synthetic images (palm train $task $opts, 1-2 min)"
         rm -rf "$out/$task"; mkdir -p "$out/$task"
-        # shellcheck disable=SC2046  # the recipe is a list of options
-        palm_in_container "$ROOT/build" train "$task" --data "/work/${out#"$ROOT/build/"}/train" \
-            --out "/work/${out#"$ROOT/build/"}/$task/$task.pt" --pretrained none --val-fraction 0 \
-            $(quick_recipe "$task") >"$out/train-$task.log" 2>&1 \
+        # shellcheck disable=SC2086  # the recipe is a list of options
+        palm_in_container "$ROOT/build" train "$task" --data "$seen/train" --out "$seen/$task/$task.pt" \
+            --pretrained none --val-fraction 0 $opts >"$out/train-$task.log" 2>&1 \
             || { tail -20 "$out/train-$task.log" >&2; die "training the quick $task model failed"; }
         echo "$recipe" >"$out/$task/recipe"
     done
@@ -489,7 +489,7 @@ cmd_test() {
     ensure_built
     mkdir -p "$WORK/data"
     quick_models "$WORK/models"
-    [ -f "$WORK/models/heldout/labels.csv" ] || palm_in_container "$ROOT/build" data synth /work/containers/models/heldout "${QUICK_HELDOUT[@]}" >/dev/null
+    [ -f "$WORK/models/heldout/labels.csv" ] || palm_in_container "$ROOT/build" data synth "/work/${WORK#"$ROOT/build/"}/models/heldout" "${QUICK_HELDOUT[@]}" >/dev/null
     # a phase with other slugs: palm-all built with them, its outputs scored by the evaluation image
     parse_slugs "${TEST_SLUGS[@]}"
     build_algorithm all "$(image all-slugs)" "${SLUG_BUILD_ARGS[@]}"

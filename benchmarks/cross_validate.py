@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -76,6 +77,10 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--folds", default=5)
 @click.option("--members", default=1, help="> 1: each fold's model is the ensemble of the MEMBERS models that "
                                           "`palm train --folds MEMBERS` trains on the fold's training part.")
+@click.option("--seeds", default=1, help="> 1: each fold's model is the ensemble of SEEDS models, each trained on all "
+                                        "of the fold's training part with its own seed (SEED, SEED+1, ...).")
+@click.option("--only-folds", default="", help="Comma-separated fold numbers to run (default: all); the record "
+                                              "then holds those folds only.")
 @click.option("--epochs", default=12)
 @click.option("--input-size", default=0)
 @click.option("--zoom", default=1, help="fovea/disc: train and predict with the refining pass (see palm train --help).")
@@ -90,7 +95,7 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
                                              "stopped mid-way goes on from its last epoch (palm train --resume).")
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse,
+def main(task, data, extra_test, folds, members, seeds, only_folds, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse,
          resume, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
@@ -103,16 +108,27 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
     stem = f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
     oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
     # the variant that is the recipe: the largest model, with TTA as palm predict runs it by default
-    recipe = ("ensemble" if members > 1 else "single") + ("+tta" if task_.tta_default else "")
+    if members > 1 and seeds > 1:
+        raise SystemExit("--members and --seeds are two kinds of ensemble: give one")
+    size = max(members, seeds)
+    recipe = ("ensemble" if size > 1 else "single") + ("+tta" if task_.tta_default else "")
     started = time.time()
+    chosen = {int(k) for k in only_folds.split(",") if k.strip()}
     for k, (tr, va) in enumerate(kfold_splits(task_, cases, folds, seed)):
+        if chosen and k not in chosen:
+            continue
         t0 = time.time()
-        if members > 1:
-            paths = [workdir / f"{stem}-fold{k}-member{j}.pt" for j in range(members)]
-            for path, (inner_tr, inner_va) in zip(paths, kfold_splits(task_, tr, members, seed)):
-                if not reuse:  # as `palm train --folds`: each member keeps its best epoch on its inner fold
-                    train(task_, inner_tr, inner_va, config, path, resume=resume, progress=False)
-            seconds = sum(trained_seconds(p, config) for p in paths) if reuse or resume else time.time() - t0
+        if size > 1:
+            paths = [workdir / f"{stem}-fold{k}-{'member' if members > 1 else 'seed'}{j}.pt" for j in range(size)]
+            if members > 1:  # as `palm train --folds`: each member keeps its best epoch on its inner fold
+                plans = [(inner_tr, inner_va, config) for inner_tr, inner_va in kfold_splits(task_, tr, members, seed)]
+            else:  # as train_final.sh's seed ensembles: all the training part, the last epoch, another seed
+                plans = [(tr, [], replace(config, seed=seed + j)) for j in range(seeds)]
+            for path, (member_tr, member_va, member_config) in zip(paths, plans):
+                if not reuse:
+                    train(task_, member_tr, member_va, member_config, path, resume=resume, progress=False)
+            seconds = (sum(trained_seconds(p, c) for p, (_, _, c) in zip(paths, plans)) if reuse or resume
+                       else time.time() - t0)
             ckpt = workdir / f"{stem}-fold{k}-ensemble.pt"
             combine_checkpoints(paths, ckpt)
             variants = {f"member{j}": Predictor.load(p, task=task, tta=False) for j, p in enumerate(paths)}
@@ -137,11 +153,12 @@ def main(task, data, extra_test, folds, members, epochs, input_size, zoom, batch
         print(json.dumps(fold_records[-1], default=float), flush=True)
         oof_cases += va
     pooled = {name: score(task, oof_cases, predictions) for name, predictions in oof_pred.items()}
-    if members > 1:  # the single model: each member index pooled over the folds, then their mean
-        pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(members)]), **pooled}
-        extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(members)), []), **extra} if extra else extra
+    if size > 1:  # the single model: each member index pooled over the folds, then their mean
+        pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(size)]), **pooled}
+        extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(size)), []), **extra} if extra else extra
     record = {
-        "task": task, "data": str(data), "folds": folds, "members": members, **({"note": note} if note else {}),
+        "task": task, "data": str(data), "folds": folds, "members": members, **({"seeds": seeds} if seeds > 1 else {}),
+        **({"only_folds": sorted(chosen)} if chosen else {}), **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "cross_validated": pooled[recipe],
         "recipe_variant": recipe,

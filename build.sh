@@ -340,8 +340,8 @@ ensure_wheelhouse() {
 # -- build -------------------------------------------------------------------------------------
 
 stage_torch_base() {
-    # Sets TORCH_CONTEXT: palm-torch-base's build context, what containers/base/Dockerfile uses
-    # laid out as in the repository, with wheelhouse/torch = wheelhouse/torch-$TORCH_FLAVOUR.
+    # Sets TORCH_CONTEXT: palm-torch-base's build context, what containers/Dockerfile's torch-base
+    # target uses laid out as in the repository, with wheelhouse/torch = wheelhouse/torch-$TORCH_FLAVOUR.
     # Hard links, so it costs nothing; one folder per torch build, because BuildKit keeps one
     # copy per context folder and would otherwise copy the 3 GB CUDA wheelhouse at every build.
     TORCH_CONTEXT=$WORK/context/torch-base-$TORCH_FLAVOUR
@@ -369,13 +369,13 @@ cmd_build() {
     local t0 task ctx
     say "base image: $BASE; torch: $TORCH_FLAVOUR (${WHEELHOUSE#"$ROOT/"}/torch-$TORCH_FLAVOUR); tag: $TAG"
     t0=$(date +%s)
-    docker_build --build-arg BASE_IMAGE="$BASE" -f containers/evaluation/Dockerfile -t "$(image evaluation)" . \
+    docker_build --build-arg BASE_IMAGE="$BASE" -f containers/Dockerfile --target evaluation -t "$(image evaluation)" . \
         >"$WORK/build-evaluation.log" 2>&1 || { tail -30 "$WORK/build-evaluation.log" >&2; die "building $(image evaluation) failed (log: $WORK/build-evaluation.log)"; }
     say "built $(image evaluation) in $(( $(date +%s) - t0 )) s"
     t0=$(date +%s)
     stage_torch_base
     docker_build --build-arg BASE_IMAGE="$BASE" --label palm.torch="$TORCH_FLAVOUR" \
-        -f "$ROOT/containers/base/Dockerfile" -t "$(image torch-base)" "$TORCH_CONTEXT" \
+        -f "$ROOT/containers/Dockerfile" --target torch-base -t "$(image torch-base)" "$TORCH_CONTEXT" \
         >"$WORK/build-torch-base.log" 2>&1 || { tail -30 "$WORK/build-torch-base.log" >&2; die "building $(image torch-base) failed (log: $WORK/build-torch-base.log)"; }
     say "built $(image torch-base) in $(( $(date +%s) - t0 )) s"
     for name in "${ALGOS[@]}"; do
@@ -386,16 +386,16 @@ cmd_build() {
     done
 }
 
-build_algorithm() {  # build_algorithm NAME IMAGE [--build-arg ...]: containers/NAME FROM palm-torch-base
+build_algorithm() {  # build_algorithm NAME IMAGE [--build-arg ...]: containers/algorithm with TASK=NAME, FROM palm-torch-base
     local name=$1 target=$2 ctx=$WORK/context/$1 t0=$(date +%s) task baked=(); shift 2
-    rm -rf "$ctx"; mkdir -p "$ctx"; cp -r "containers/$name/." "$ctx/"
+    rm -rf "$ctx"; mkdir -p "$ctx"; cp -r containers/algorithm/. "$ctx/"
     for task in "${TASKS[@]}"; do  # a task's image bakes its model; palm-all bakes every one present
         if [ -f "models/$task.pt" ] && { [ "$name" = all ] || [ "$name" = "$task" ]; }; then
             cp "models/$task.pt" "$ctx/model/$task.pt"; baked+=("models/$task.pt")
         fi
     done
     [ ${#baked[@]} -eq 0 ] || say "baking ${baked[*]} into $target"
-    docker_build --build-arg BASE_IMAGE="$(image torch-base)" "$@" -t "$target" "$ctx" \
+    docker_build --build-arg BASE_IMAGE="$(image torch-base)" --build-arg TASK="$name" "$@" -t "$target" "$ctx" \
         >"$WORK/build-$name.log" 2>&1 || { tail -30 "$WORK/build-$name.log" >&2; die "building $target failed (log: $WORK/build-$name.log)"; }
     say "built $target in $(( $(date +%s) - t0 )) s${*:+ ($*)}"
 }

@@ -14,15 +14,15 @@ Cases 2 and 3 are named in a warning, file by file; nothing is inverted silently
 
 Before any pixel is decoded: an MHA's pixel data must be in the file itself
 (``ElementDataFile = LOCAL``: a header cannot point at another file, such as the ground
-truth); the header must declare the ground truth mask's size (so a 200-byte file cannot
-claim gigabytes); and compressed MHA data must inflate cleanly to the declared size
-(SimpleITK reads a damaged stream without a word).
+truth, which ``palm_algos.imageio`` would read when it lies beside the mask); and the header
+must declare the ground truth mask's size (so a 200-byte file cannot claim gigabytes). The
+pixels are then read by ``imageio.read_grey``, the one image reader: compressed MHA data must
+inflate cleanly to exactly the declared size there.
 """
 
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +31,9 @@ from PIL import Image, UnidentifiedImageError
 
 from palm_algos.errors import PalmError
 from palm_algos.formats import MASK_SUFFIXES
-from palm_algos.imageio import ImageError, image_size, read_grey
+from palm_algos.imageio import ImageError, image_size, mha_fields, read_grey
 
 MAX_DISC_SHARE = 0.5  # a disc read as covering more of the image than this is an inverted mask
-MHA_HEADER_LIMIT = 65536
-_ELEMENT_BYTES = {
-    "met_char": 1, "met_uchar": 1, "met_short": 2, "met_ushort": 2, "met_int": 4, "met_uint": 4,
-    "met_long": 8, "met_ulong": 8, "met_long_long": 8, "met_ulong_long": 8, "met_float": 4, "met_double": 8,
-}
 LABEL_MAP, INVERTED = "label map", "inverted"
 
 
@@ -63,8 +58,6 @@ def read_prediction(path: Path, dark: bool, shape: tuple[int, int]) -> MaskRead:
     declared = header_size(path)
     if declared != (width, height):
         raise MaskError(f"mask is {_size_text(declared)}, expected {width}x{height} (the image size)")
-    if path.suffix.lower() == ".mha":
-        check_mha_data(path)
     try:
         grey = read_grey(path)
     except ImageError as exc:
@@ -85,7 +78,7 @@ def read_prediction(path: Path, dark: bool, shape: tuple[int, int]) -> MaskRead:
 def header_size(path: Path) -> tuple[int, ...]:
     """(width, height[, depth...]) as the header declares it, without decoding pixels."""
     if path.suffix.lower() == ".mha":
-        size = mha_header(path).size
+        size = mha_size(path)
         return size[:2] if all(d == 1 for d in size[2:]) else size
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # only the header is read: the size is checked next, not trusted
@@ -103,77 +96,24 @@ def header_size(path: Path) -> tuple[int, ...]:
         raise MaskError(f"cannot read the mask ({_reason(exc, path)})") from None
 
 
-@dataclass
-class MhaHeader:
-    fields: dict[str, str]  # lower-case keys
-    data_offset: int
-    size: tuple[int, ...]
-    channels: int = 1
-
-
-def mha_header(path: Path) -> MhaHeader:
-    """Parse and check a MetaImage header; the pixel data must be LOCAL and, if compressed, sound."""
+def mha_size(path: Path) -> tuple[int, ...]:
+    """The DimSize of a MetaImage header whose pixel data are LOCAL (imageio's header reader;
+    nothing decoded, nothing else checked yet: read_grey does that)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(MHA_HEADER_LIMIT)
-    except OSError as exc:
-        raise MaskError(f"cannot read the mask ({exc.strerror or exc})") from None
-    fields: dict[str, str] = {}
-    offset = 0
-    for raw in head.split(b"\n")[:-1]:  # the last piece may be pixel data or a cut line
-        offset += len(raw) + 1
-        text = raw.decode("latin-1").strip()
-        key, equals, value = text.partition("=")
-        if not equals or not key.strip().replace("_", "").isalnum():
-            raise MaskError("cannot read the mask (not a MetaImage .mha header)")
-        fields[key.strip().lower()] = value.strip()
-        if key.strip().lower() == "elementdatafile":
-            break
-    else:
-        raise MaskError("cannot read the mask (not a MetaImage .mha header: no ElementDataFile line)")
+        fields, _ = mha_fields(path)
+    except ImageError as exc:
+        raise MaskError(f"cannot read the mask ({_reason(exc, path)})") from None
     source = fields["elementdatafile"]
     if source.upper() != "LOCAL":
         raise MaskError(f"the header's ElementDataFile names another file ({source!r}); "
                         "only pixel data inside the .mha file (ElementDataFile = LOCAL) is read")
     try:
         size = tuple(int(v) for v in fields.get("dimsize", "").split())
-        channels = int(fields.get("elementnumberofchannels", "1"))
     except ValueError:
         raise MaskError(f"cannot read the mask (DimSize {fields.get('dimsize')!r} is not a list of whole numbers)") from None
-    if len(size) < 2 or min(size) < 1 or channels < 1:
+    if len(size) < 2 or min(size) < 1:
         raise MaskError(f"cannot read the mask (DimSize {fields.get('dimsize')!r} does not describe a 2-D image)")
-    return MhaHeader(fields, offset, size, channels)
-
-
-def check_mha_data(path: Path) -> None:
-    """Compressed pixel data must inflate cleanly to the declared size (call after the size check)."""
-    header = mha_header(path)
-    fields = header.fields
-    element = _ELEMENT_BYTES.get(fields.get("elementtype", "").lower())
-    if fields.get("compresseddata", "").lower() != "true" or element is None:
-        return
-    expected = int(np.prod(header.size)) * header.channels * element
-    _check_compressed(path, header.data_offset, expected)
-
-
-def _check_compressed(path: Path, offset: int, expected: int) -> None:
-    """Inflate the pixel data (at most ``expected`` + 1 bytes) to prove it is whole."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        payload = f.read()
-    total = 0
-    try:
-        while payload and total <= expected:
-            stream = zlib.decompressobj()
-            total += len(stream.decompress(payload, expected + 1 - total))
-            if not stream.eof:
-                break
-            payload = stream.unused_data
-    except zlib.error as exc:
-        raise MaskError(f"the compressed pixel data is corrupt (zlib: {exc})") from None
-    if total != expected:
-        raise MaskError(f"the compressed pixel data is corrupt (it inflates to {total} bytes, "
-                        f"the header declares {expected})")
+    return size
 
 
 def _is_label_map(path: Path) -> bool:

@@ -323,9 +323,9 @@ class _MhaHeader(NamedTuple):
         return math.prod(self.dims) * self.channels * self.dtype.itemsize
 
 
-def _mha_header(path: Path) -> _MhaHeader:
-    """Parse and check a MetaImage header: 2-D (or one 3-D slice), a known element type, a size
-    within the limits, pixel data LOCAL or in a file beside the header."""
+def mha_fields(path: Path) -> tuple[dict[str, str], int]:
+    """A MetaImage header's "Key = Value" lines up to ElementDataFile (lower-case keys, values
+    unchecked) and where the pixel data start; reads at most 64 KiB, decodes nothing."""
     try:
         with open(path, "rb") as f:
             head = f.read(_MHA_HEADER_LIMIT)
@@ -347,6 +347,13 @@ def _mha_header(path: Path) -> _MhaHeader:
         if not sep or not key.strip().replace("_", "").isalnum():
             raise ImageError(f"{path}: not a MetaImage (.mha) file (header line {line[:40]!r})")
         fields[key.strip().lower()] = value.strip()
+    return fields, pos
+
+
+def _mha_header(path: Path) -> _MhaHeader:
+    """Parse and check a MetaImage header: 2-D (or one 3-D slice), a known element type, a size
+    within the limits, pixel data LOCAL or in a file beside the header."""
+    fields, pos = mha_fields(path)
 
     def bad(what: str) -> ImageError:
         return ImageError(f"{path}: unusable MetaImage header: {what}")

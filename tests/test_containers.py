@@ -181,6 +181,18 @@ def test_image_conventions(name):
     assert config["User"] not in ("", "root", "0")
     assert "PYTHONUNBUFFERED=1" in config["Env"]
     assert config["WorkingDir"] == "/opt/app"
+    if name != "evaluation":  # one Dockerfile (containers/algorithm), the task its build argument
+        assert f"PALM_TASK={name}" in config["Env"]
+        assert config["Entrypoint"] == ["python3", "/opt/app/inference.py"]
+
+
+def test_algorithm_image_without_a_task_says_so():
+    result = docker("run", *RUN_FLAGS, "-e", "PALM_TASK=", image("fovea"), "--help")
+    assert result.returncode == 1
+    assert last_err(result).startswith("palm: error: PALM_TASK='': the image's task must be one of "
+                                       "classification, fovea, disc, all"), result.stderr[-2000:]
+    result = docker("run", *RUN_FLAGS, image("fovea"), "--help")
+    assert result.returncode == 0 and "usage: palm-fovea" in result.stdout, result.stderr[-2000:]
 
 
 def test_evaluation_image_has_no_torch():

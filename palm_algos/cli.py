@@ -130,40 +130,70 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
               help="Average the prediction on the image and its mirror image (default: on where it pays; see docs/RESULTS.md).")
 @click.option("--overlays", is_flag=True,
               help="Also write OUTPUT/overlays/<image>.jpg: the photograph with what the models found, every TASK on one picture.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
+              help="Images per forward pass (the results do not depend on it).")
+@click.option("--workers", default=None, type=click.IntRange(0),
+              help="Processes decoding the images beside the network (default: one per core but one, at most 8; 0: none).")
 @user_errors
-def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays):
+def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays, batch_size, workers):
     """Predict each TASK (classification, fovea, disc; one or more) for every image in --input
     and write the PALM submission files.
 
     A file that cannot be predicted is listed ("failed: ...") and the others are still written
-    (exit status 1); files that are not images are listed as skipped (exit status 0)."""
+    (exit status 1); files that are not images are listed as skipped (exit status 0).
+
+    Many GPUs (or CPU processes): run under torchrun, e.g.
+    `torchrun --nproc-per-node 4 -m palm_algos.cli predict disc ...`; each process predicts a
+    share of the images and the PALM files are written once, as by one process.
+    """
+    if checkpoints and len(checkpoints) != len(tasks):
+        raise click.BadParameter(f"give one --model per task ({len(tasks)}), or none", param_hint="--model")
     from .predict import Predictor, check_input_folder, predict_folder
     from .writers import OverlayWriter, prepare_output
 
-    if checkpoints and len(checkpoints) != len(tasks):
-        raise click.BadParameter(f"give one --model per task ({len(tasks)}), or none", param_hint="--model")
     models = dict(zip(tasks, checkpoints or [Path("models") / f"{task}.pt" for task in tasks]))
     tasks = sorted(models, key=TASKS.index)  # the disc last: the overlays then hold no mask
     check_input_folder(input_dir)  # the folders first: no model is loaded for a typo
     prepare_output(output_dir)
-    pictures = OverlayWriter(output_dir, tasks) if overlays else None
-    problems = 0
-    for task in tasks:
-        predictor = Predictor.load(models[task], task=task, tta=tta)
-        run = predict_folder(predictor, input_dir, output_dir, overlays=pictures)
-        del predictor
-        for line in run.problems:
-            click.echo(one_line(f"failed: {line}"), err=True)
-        for line in run.skipped:
-            click.echo(one_line(line), err=True)
-        skipped = f"; {len(run.skipped)} other file(s) skipped" if run.skipped else ""
-        click.echo(one_line(f"wrote {task} predictions for {run.predicted} of {run.found} images to {output_dir}{skipped}"))
-        problems += len(run.problems)
-    if pictures:
-        pictures.finish()
-        click.echo(one_line(f"wrote overlays to {pictures.folder}"))
+    device, finish = _predict_processes()
+    say = click.echo if world_rank() == 0 else (lambda *args, **kwargs: None)
+    try:
+        pictures = OverlayWriter(output_dir, tasks) if overlays else None
+        problems = 0
+        for task in tasks:
+            predictor = Predictor.load(models[task], task=task, tta=tta, device=device)
+            run = predict_folder(predictor, input_dir, output_dir, overlays=pictures, batch_size=batch_size,
+                                 workers=workers, progress=world_rank() == 0)
+            del predictor
+            for line in run.problems:
+                say(one_line(f"failed: {line}"), err=True)
+            for line in run.skipped:
+                say(one_line(line), err=True)
+            skipped = f"; {len(run.skipped)} other file(s) skipped" if run.skipped else ""
+            say(one_line(f"wrote {task} predictions for {run.predicted} of {run.found} images to {output_dir}{skipped}"))
+            problems += len(run.problems)
+        if pictures:
+            pictures.finish()
+            say(one_line(f"wrote overlays to {pictures.folder}"))
+    finally:
+        finish()
     if problems:
+        if world_rank():
+            raise SystemExit(1)  # rank 0 says why
         raise click.ClickException(f"{problems} input(s) could not be predicted; see the 'failed:' lines above")
+
+
+def _predict_processes():
+    """(device or None for the default, a function to call at the end): under torchrun (WORLD_SIZE
+    > 1) the process group (gloo on CPUs, NCCL on GPUs) and this rank's GPU (LOCAL_RANK)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, lambda: None
+    import torch.distributed as dist
+
+    from .train import _distributed
+
+    _, _, device = _distributed()
+    return str(device), lambda: dist.destroy_process_group() if dist.is_initialized() else None
 
 
 @main.command("ensemble")
@@ -231,5 +261,5 @@ def data_synth(out: Path, count: int, size: str, seed: int):
     click.echo(f"wrote {count} synthetic cases to {out}")
 
 
-if __name__ == "__main__":  # `torchrun -m palm_algos.cli train ...`
+if __name__ == "__main__":  # `torchrun -m palm_algos.cli train|predict ...`
     main()

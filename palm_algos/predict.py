@@ -1,12 +1,23 @@
-"""One predictor for the three tasks: checkpoint in, predictions in original pixels out."""
+"""One predictor for the three tasks: checkpoint in, predictions in original pixels out.
+
+A folder is predicted as a pipeline (``predict_folder``): images are decoded in DataLoader
+workers, the network runs on batches, and decoding each output to original pixels and writing
+it (a full-size disc mask) happen in a few threads behind it. A single image
+(``Predictor.predict``) is the batch of one of the same code. Under ``torchrun`` every rank
+predicts its share of the images and rank 0 writes the one set of PALM files.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -20,9 +31,20 @@ from .models.ensemble import Ensemble, FlipTTA
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
 from .writers import OUTPUTS, OverlayWriter, csv_name_problem, prepare_output
 
+BATCH_SIZE = 8  # images per forward pass in batch mode (`palm predict --batch-size`)
+
 
 class PredictionError(PalmError):
     """One image's prediction is unusable (e.g. not a finite number); the others go on."""
+
+
+def model_views(rgb: Any, input_size: int, zoom: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What the network sees of one decoded image: the (3, S, S) uint8 first-pass input and,
+    with ``zoom`` > 1, the (3, zoom S, zoom S) image the refining pass takes its window from."""
+    big = square_resize(rgb, input_size * zoom)
+    if zoom == 1:
+        return big, None
+    return v2.functional.resize(big, [input_size, input_size], antialias=True), big
 
 
 class Predictor:
@@ -33,9 +55,12 @@ class Predictor:
         self.task = meta["task"]
         self._task = get_task(self.task)
         self.input_size = int(meta["input_size"])
+        self.zoom = int(meta.get("zoom", 1))
         self.tta = self._task.tta_default if tta is None else tta
         if self.tta:
             model = FlipTTA(model, self._task.average, self._task.flip_back)
+        if device.type == "cuda":  # convolutions run faster on NHWC tensors with cuDNN
+            model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
 
     @classmethod
@@ -63,39 +88,61 @@ class Predictor:
     def read(self, image: Path) -> tuple[Any, tuple[int, int]]:
         """The image as this model reads it (RGB at a reduced scale, original size), for
         ``predict``'s ``photo``: an overlay can then reuse it instead of decoding again."""
-        return read_image(image, min_side=self.input_size * int(self.meta.get("zoom", 1)))
+        return read_image(image, min_side=self.input_size * self.zoom)
+
+    def predict(self, image: Path, photo: tuple[Any, tuple[int, int]] | None = None) -> Any:
+        """One image (or ``photo``, what ``read`` made of it) -> prediction in original pixels:
+        the batch of one of ``outputs`` and ``decode``."""
+        rgb, size = photo or self.read(image)
+        first, big = model_views(rgb, self.input_size, self.zoom)
+        output = self.outputs(first[None], None if big is None else big[None], [image])[0]
+        if isinstance(output, PalmError):
+            raise output
+        return self.decode(output, size)
 
     @torch.inference_mode()
-    def predict(self, image: Path, photo: tuple[Any, tuple[int, int]] | None = None) -> Any:
-        """One image (or ``photo``, what ``read`` made of it) -> prediction in original pixels;
-        models trained with ``zoom`` > 1 run a second, refining pass on the window around what
-        the first pass found."""
-        size_in, zoom = self.input_size, int(self.meta.get("zoom", 1))
-        rgb, size = photo or self.read(image)
-        pixels = square_resize(rgb, size_in * zoom)
-        if zoom == 1:
-            return self._task.decode(self._finite(self.forward(pixels), image), size)
-        output = self._finite(self.forward(v2.functional.resize(pixels, [size_in, size_in], antialias=True)), image)
-        centre = self._task.view_centre(output)
-        if centre is not None:
-            left, top = view_box(centre, size_in * zoom, size_in)
-            window = self._finite(self.forward(pixels[:, top : top + size_in, left : left + size_in]), image)
-            output = self._task.merge(output, window, (left, top, size_in), size_in * zoom)
+    def outputs(self, first: torch.Tensor, big: torch.Tensor | None, images: list[Path]) -> list[Any]:
+        """A batch of ``model_views`` -> each image's raw output (the refining pass merged in
+        where the model has one), or its PredictionError: one image's broken output is its
+        own failure, not the batch's."""
+        size = self.input_size
+        outputs = [self._finite(output, image) for output, image in zip(self.forward(first), images)]
+        if big is None:
+            return outputs
+        windows, boxes = [], []  # the refining pass, batched over the images it has a window for
+        for i, output in enumerate(outputs):
+            centre = None if isinstance(output, PalmError) else self._task.view_centre(output)
+            if centre is not None:
+                left, top = view_box(centre, size * self.zoom, size)
+                windows.append(big[i, :, top : top + size, left : left + size])
+                boxes.append((i, left, top))
+        if windows:
+            for (i, left, top), window in zip(boxes, self.forward(torch.stack(windows))):
+                window = self._finite(window, images[i])
+                outputs[i] = window if isinstance(window, PalmError) else \
+                    self._task.merge(outputs[i], window, (left, top, size), size * self.zoom)
+        return outputs
+
+    def decode(self, output: torch.Tensor, size: tuple[int, int]) -> Any:
+        """One raw output -> the prediction in original pixels of an image of ``size`` (w, h)."""
         return self._task.decode(output, size)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The bare model on one (3, S, S) uint8 image: its raw output, on the CPU."""
-        batch = normalise(pixels[None], self.meta.get("mean", IMAGENET_MEAN), self.meta.get("std", IMAGENET_STD))
+        """The bare model on a (B, 3, S, S) uint8 batch: its raw outputs, on the CPU."""
+        batch = pixels.to(self.device, non_blocking=True)
+        batch = normalise(batch, self.meta.get("mean", IMAGENET_MEAN), self.meta.get("std", IMAGENET_STD))
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            return self.model(batch.to(self.device))[0].float().cpu()
+            return self.model(batch).float().cpu()
 
     @staticmethod
-    def _finite(output: torch.Tensor, image: Path) -> torch.Tensor:
+    def _finite(output: torch.Tensor, image: Path) -> torch.Tensor | PredictionError:
         """The raw output, refused where it holds NaN or infinity: such a prediction is never
         written (as NaN in a CSV, invalid JSON, or an empty disc mask that looks real)."""
         if not bool(torch.isfinite(output).all()):
-            raise PredictionError(f"{image}: the model's output is not finite (NaN or infinity); nothing written "
-                                  f"for this image (are the checkpoint's weights broken?)")
+            return PredictionError(f"{image}: the model's output is not finite (NaN or infinity); nothing written "
+                                   f"for this image (are the checkpoint's weights broken?)")
         return output
 
 
@@ -115,14 +162,136 @@ def check_input_folder(input_dir: Path) -> Path:
     return input_dir
 
 
+def default_workers() -> int:
+    """Decoding processes beside the network: all but one core, at most 8 (0: decode in-line)."""
+    return min(8, (os.cpu_count() or 1) - 1)
+
+
+def unexpected(path: Path, exc: BaseException) -> str:
+    return f"{path}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})"
+
+
+class _Read(NamedTuple):
+    index: int  # in the sorted list of the run's images
+    path: Path
+    size: tuple[int, int] | None  # original (w, h)
+    photo: Any  # what ``read`` made of it, kept for the overlays only
+    problem: str | None  # "path: problem" when it cannot be read
+
+
+class _Images(Dataset):
+    """The run's images as the network sees them, decoded in DataLoader workers; a file that
+    cannot be read becomes its problem line, never an exception that would end the batch."""
+
+    def __init__(self, items: list[tuple[int, Path]], input_size: int, zoom: int, keep_photo: bool):
+        self.items, self.input_size, self.zoom, self.keep_photo = items, input_size, zoom, keep_photo
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int):
+        index, path = self.items[k]
+        try:
+            photo = read_image(path, min_side=self.input_size * self.zoom)
+            views = model_views(photo[0], self.input_size, self.zoom)
+        except PalmError as exc:
+            return None, _Read(index, path, None, None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one odd image must not cost the others their results
+            return None, _Read(index, path, None, None, unexpected(path, exc))
+        return views, _Read(index, path, photo[1], photo if self.keep_photo else None, None)
+
+
+def _collate(samples):
+    """(first-pass batch or None, window-source batch or None, every image's _Read)."""
+    views = [v for v, _ in samples if v is not None]
+    first = torch.stack([v[0] for v in views]) if views else None
+    big = torch.stack([v[1] for v in views]) if views and views[0][1] is not None else None
+    return first, big, [r for _, r in samples]
+
+
+class _Finisher:
+    """Decodes raw outputs to original pixels and writes them (``TaskOutput.each``: a disc
+    mask's upsampling and BMP/PNG encoding) in a few threads, so the network does not wait;
+    results are taken back in image order, with at most ``limit`` waiting (bounded memory)."""
+
+    def __init__(self, predictor: Predictor, output_dir: Path, overlays: OverlayWriter | None, limit: int):
+        self.predictor, self.output, self.output_dir, self.overlays = predictor, OUTPUTS[predictor.task], output_dir, overlays
+        self.limit, self.pending = limit, deque()
+        self.done: list[tuple[int, str, Any]] = []  # (index, file name, value; None where no table needs it)
+        self.problems: list[tuple[int, str]] = []
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="palm-write")
+
+    def add(self, read: _Read, output: Any) -> None:
+        if isinstance(output, PalmError):
+            self.problems.append((read.index, str(output)))
+            return
+        self.pending.append((read, self.pool.submit(self._finish, read, output)))
+        while len(self.pending) > self.limit:
+            self._take()
+
+    def _finish(self, read: _Read, output: torch.Tensor) -> Any:
+        """The prediction, or the PalmError that is this image's failure; a write error is raised
+        and stops the run (the folder, not the image, is at fault)."""
+        try:
+            value = self.predictor.decode(output, read.size)
+        except PalmError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - one odd output must not cost the others their results
+            return PredictionError(unexpected(read.path, exc))
+        if self.output.each:
+            self.output.each(read.path.name, value, self.output_dir)
+        return value
+
+    def _take(self) -> None:
+        read, future = self.pending.popleft()
+        value = future.result()
+        if isinstance(value, PalmError):
+            self.problems.append((read.index, str(value)))
+            return
+        if self.overlays:
+            self.overlays.add(read.path, self.predictor.task, value, read.photo)
+        self.done.append((read.index, read.path.name, value if self.output.table else None))
+
+    def finish(self) -> None:
+        try:
+            while self.pending:
+                self._take()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _outputs(predictor: Predictor, first: torch.Tensor, big: torch.Tensor | None, paths: list[Path]) -> list[Any]:
+    """``predictor.outputs``; where a batch fails as a whole, its images one by one, so an
+    image that breaks the network (or a step after it) costs only itself."""
+    try:
+        return predictor.outputs(first, big, paths)
+    except Exception as exc:  # noqa: BLE001
+        if len(paths) == 1:
+            return [PredictionError(unexpected(paths[0], exc))]
+    return [out for i in range(len(paths))
+            for out in _outputs(predictor, first[i : i + 1], None if big is None else big[i : i + 1], paths[i : i + 1])]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's share of a run: (rank, world size) of torch.distributed, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, progress: bool = True,
-                   overlays: OverlayWriter | None = None) -> FolderRun:
+                   overlays: OverlayWriter | None = None, batch_size: int = BATCH_SIZE,
+                   workers: int | None = None) -> FolderRun:
     """PALM batch mode: predict every image under ``input_dir`` and write the PALM files (and,
     given ``overlays``, hand each prediction to it for the pictures).
 
     The output folder is checked first. A bad image is reported ("path: problem") and skipped,
     whatever went wrong with it; all other predictions are written. Files that are not images
-    are listed in ``skipped`` and do not fail the run.
+    are listed in ``skipped`` and do not fail the run. ``workers``: decoding processes (None:
+    ``default_workers``). Under torch.distributed each rank predicts every world-th image and
+    writes its disc masks; rank 0 writes the CSV of all; every rank returns the whole run.
     """
     input_dir, output_dir = check_input_folder(input_dir), Path(output_dir)
     skipped: list[str] = []
@@ -131,26 +300,42 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
         detail = f" ({len(skipped)} other file(s): {skipped[0]}{', ...' if len(skipped) > 1 else ''})" if skipped else ""
         raise PalmError(f"{input_dir}: no images found{detail}")
     prepare_output(output_dir)
+    rank, world = _rank_and_world()
     output = OUTPUTS[predictor.task]
-    results: dict[str, Any] = {}
-    for path in tqdm(images, desc=f"{predictor.task}", disable=not progress, file=sys.stderr):
+    finisher = _Finisher(predictor, output_dir, overlays, limit=2 * batch_size + 4)
+    finisher.problems += [(-1, line) for line in failures] if rank == 0 else []
+    todo = []
+    for index, path in list(enumerate(images))[rank::world]:
         if predictor.task in CSV_NAMES and (problem := csv_name_problem(path.name)):
-            failures.append(f"{path}: {problem}")
-            continue
-        try:
-            photo = predictor.read(path)
-            value = predictor.predict(path, photo)
-        except PalmError as exc:
-            failures.append(str(exc))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one odd image must not cost the others their results
-            failures.append(f"{path}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})")
-            continue
-        if output.each:
-            output.each(path.name, value, output_dir)  # a write error stops the run: OutputError
-        if overlays:
-            overlays.add(path, predictor.task, value, photo)
-        results[path.name] = value
-    if output.table:
+            finisher.problems.append((index, f"{path}: {problem}"))
+        else:
+            todo.append((index, path))
+    workers = default_workers() if workers is None else workers
+    workers = workers if len(todo) > batch_size else 0  # one batch: starting a worker would cost more
+    loader = DataLoader(_Images(todo, predictor.input_size, predictor.zoom, keep_photo=overlays is not None),
+                        batch_size=max(1, batch_size), num_workers=workers, collate_fn=_collate,
+                        pin_memory=predictor.device.type == "cuda")
+    bar = tqdm(total=len(todo), desc=predictor.task, unit="img", disable=not progress, file=sys.stderr)
+    try:
+        for first, big, reads in loader:
+            readable = [r for r in reads if r.problem is None]
+            outputs = iter(_outputs(predictor, first, big, [r.path for r in readable]) if readable else [])
+            for read in reads:
+                finisher.add(read, PalmError(read.problem) if read.problem else next(outputs))
+            bar.update(len(reads))
+        finisher.finish()
+    finally:
+        finisher.pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    done, problems = finisher.done, finisher.problems
+    if world > 1:
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, (done, problems))
+        done, problems = [d for part in parts for d in part[0]], [p for part in parts for p in part[1]]
+    results = {name: value for _, name, value in sorted(done, key=lambda d: d[0])}
+    if output.table and rank == 0:
         output.table(results, output_dir)
-    return FolderRun(len(images), len(results), failures, skipped)
+    problems = [line for _, line in sorted(problems, key=lambda p: p[0])]
+    return FolderRun(len(images), len(results), problems, skipped)

@@ -1,5 +1,5 @@
 """The containers' entry point (palm_algos.serve): mode detection, path safety, model lookup,
-output formats and the batch-mode failure contract, with a stand-in predictor (no torch)."""
+output formats and the batch-mode failure contract, with a stand-in predictor (no model)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from palm_algos import serve
@@ -16,21 +17,30 @@ from palm_algos.imageio import ImageError, read_image, write_mha_image
 
 
 class FakePredictor:
-    """Stands in for palm_algos.predict.Predictor: same attributes, fixed answers."""
+    """Stands in for palm_algos.predict.Predictor: same attributes and calls, fixed answers (no model)."""
+
+    input_size, zoom = 32, 1
+    device = torch.device("cpu")
 
     def __init__(self, task: str):
         self.task = task
         self.meta = {"task": task, "arch": "fake", "input_size": 32}
-        self.seen: list[Path] = []
 
     def read(self, image: Path):
         return read_image(image)  # a broken file raises ImageError, as the real one does
 
     def predict(self, image: Path, photo=None):
-        self.seen.append(Path(image))
-        rgb, (w, h) = photo or self.read(image)
-        if Path(image).stem == "crash":
+        rgb, size = photo or self.read(image)
+        return self.decode(self.outputs(None, None, [image])[0], size)
+
+    def outputs(self, first, big, images: list[Path]) -> list[Path]:
+        """A batch's raw outputs: here the images' paths, which ``decode`` answers from."""
+        if any(Path(image).stem == "crash" for image in images):
             raise ValueError("shape mismatch deep inside the model")
+        return list(images)
+
+    def decode(self, image: Path, size: tuple[int, int]):
+        w, h = size
         if self.task == "classification":
             return 0.25
         if self.task == "fovea":

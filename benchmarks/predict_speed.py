@@ -65,7 +65,12 @@ def make_checkpoint(path: Path, task: str, input_size: int, zoom: int, arch: str
     meta = {"task": task, "arch": arch, "input_size": input_size, "zoom": zoom,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     if members == 1:
-        save_checkpoint(path, t.build_model(arch, "none").state_dict(), meta)
+        model = t.build_model(arch, "none")
+        if zoom > 1:  # an untrained disc model finds no disc, and a pass that finds nothing is not refined
+            last = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][-1]
+            with torch.no_grad():
+                last.bias[-1] += 10  # the last class (the disc) everywhere: the refining pass always runs
+        save_checkpoint(path, model.state_dict(), meta)
         return path
     parts = [make_checkpoint(path.with_suffix(f".m{i}.pt"), task, input_size, zoom, arch) for i in range(members)]
     combine_checkpoints(parts, path)

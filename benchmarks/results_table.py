@@ -129,7 +129,7 @@ def speed() -> list[str]:
              "files in worker processes, resizing, every network pass in batches, decoding to original pixels "
              "and writing the PALM files in threads. Bare = the network alone (ensemble and flip TTA included) "
              "on a ready batch of the same size, times the passes the pipeline ran per image (two with the "
-             "refining pass). Ratio = end to end / bare; target >= 0.8."
+             "refining pass). Ratio = end to end / bare; target >= 0.8 (above 1: measurement noise)."
              + (f" Note: {record['note']}." if record.get("note") else ""))
     lines = section("Prediction throughput: `palm predict` end to end vs. the bare batched forward pass",
                     ["task", "recipe", "passes", "predict img/s", "bare img/s", "ratio"], rows, intro)

@@ -17,13 +17,12 @@ from PIL import Image
 
 from palm_algos.checkpoint import combine_checkpoints, save_checkpoint
 from palm_algos.cli import main
-from palm_algos.formats import CSV_NAMES, DISC_FOLDER
+from palm_algos.formats import CSV_NAMES, DISC_FOLDER, TASKS
 from palm_algos.predict import Predictor, predict_folder
 from palm_algos.synth import synth_case
 from palm_algos.tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("classification", "fovea", "disc")
 
 
 def checkpoint(path: Path, task: str, arch: str, input_size: int, zoom: int = 1, seed: int = 0) -> Path:

@@ -17,7 +17,11 @@ for t in ${@:-classification disc fovea speed}; do
       # each fold's model the ensemble of 3 inner-fold models, scored with and without flip TTA
       # (stopped after 2 folds so far: docs/results/partial/classification-ensemble-folds-0-1.json)
       $CV classification --data "$DATA/palm224/PALM-Training400" --members 3 --workdir runs/cv-cls-ens \
-        --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification-ensemble.json ;;
+        --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification-ensemble.json
+      # the variant still to try: each fold's model the ensemble of 3 models trained on all its images, seeds 0-2
+      # $CV classification --data "$DATA/palm224/PALM-Training400" --seeds 3 --workdir runs/cv-cls-seeds \
+      #   --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification-seeds.json
+      ;;
     disc)
       DISC=(disc --data "$DATA/drishti-gs1/Training" --extra-test "$DATA/drions-sample" --folds 3 --input-size 256 --batch-size 8)
       $CV "${DISC[@]}" --epochs 15 --out docs/results/disc.json                     # the paper's single pass
@@ -25,7 +29,13 @@ for t in ${@:-classification disc fovea speed}; do
       $CV "${DISC[@]}" --epochs 30 --zoom 2 --out docs/results/disc-zoom2-30ep.json   # longer: not better on the mean
       # the documented recipe again, now scored with and without flip TTA from the same fold models
       # (disc.json and disc-zoom2.json were made before TTA existed: a rerun now also scores +tta)
-      $CV "${DISC[@]}" --epochs 15 --zoom 2 --workdir runs/cv-disc --out docs/results/disc-zoom2-tta.json ;;
+      $CV "${DISC[@]}" --epochs 15 --zoom 2 --workdir runs/cv-disc --out docs/results/disc-zoom2-tta.json
+      # 30 epochs again, on the same date as the wide-augmentation run: the documented recipe now
+      $CV "${DISC[@]}" --epochs 30 --zoom 2 --workdir runs/cv-disc-30 --out docs/results/disc-zoom2-30ep-rerun.json
+      # wide augmentation for other cameras (a lead): made with DiscTask.augmentation's RandomAffine set to
+      # degrees=20, scale=(0.7, 1.15), translate=(0.2, 0.2) and ColorJitter(0.35, 0.35, 0.35, 0.05)
+      # $CV "${DISC[@]}" --epochs 30 --zoom 2 --workdir runs/cv-disc-wide --out docs/results/disc-wide-zoom2-30ep.json
+      ;;
     fovea)
       for arch in vgg19-fused vgg19 resnet50; do  # the paper's Table 1, single pass
         $CV fovea --arch $arch --data "$DATA/idrid" \

@@ -22,9 +22,9 @@ case $TASK in
   fovea)  # disc-and-fovea heat maps, the ensemble of the 3 fold models
     $PALM train fovea --data "$DATA/idrid" "${COMMON[@]}" --arch disc-fovea-heatmaps \
         --input-size 192 --epochs 50 --batch-size 8 --folds 3 ;;
-  disc)  # the paper's ResNet34-ASPP U-Net at 256 px with the refining pass
+  disc)  # the paper's ResNet34-ASPP U-Net at 256 px with the refining pass, 30 epochs
     $PALM train disc --data "$DATA/drishti-gs1/Training" "${COMMON[@]}" \
-        --input-size 256 --zoom 2 --epochs 15 --batch-size 8 --val-fraction 0 ;;
+        --input-size 256 --zoom 2 --epochs 30 --batch-size 8 --val-fraction 0 ;;
   *) echo "unknown task $TASK (classification, fovea or disc)" >&2; exit 2 ;;
 esac
 echo "trained $TASK in $(( $(date +%s) - start )) s: $OUT" >&2

@@ -190,9 +190,9 @@ def _predict_processes():
         return None, lambda: None
     import torch.distributed as dist
 
-    from .train import _distributed
+    from .train import start_distributed
 
-    _, _, device = _distributed()
+    _, _, device = start_distributed()
     return str(device), lambda: dist.destroy_process_group() if dist.is_initialized() else None
 
 

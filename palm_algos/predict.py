@@ -253,11 +253,9 @@ class _Finisher:
         self.done.append((read.index, read.path.name, value if self.output.table else None))
 
     def finish(self) -> None:
-        try:
-            while self.pending:
-                self._take()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        """Take back every pending result (the caller shuts the pool down, whatever happens)."""
+        while self.pending:
+            self._take()
 
 
 def _outputs(predictor: Predictor, first: torch.Tensor, big: torch.Tensor | None, paths: list[Path]) -> list[Any]:

@@ -67,7 +67,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _distributed() -> tuple[int, int, torch.device]:
+def start_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); starts the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -89,7 +89,7 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     val_cases = [c for c in val_cases if task.usable(c)]
     if not train_cases:
         raise PalmError(f"no training case has {task.name} ground truth")
-    rank, world, device = _distributed()
+    rank, world, device = start_distributed()
     main_process = rank == 0
     generator = seed_everything(config.seed + rank)
 

@@ -24,9 +24,12 @@ def runs(prefix: str) -> list[dict]:
 
 def recipe(r: dict) -> str:
     c = r["config"]
-    zoom, members, variant = c.get("zoom", 1), r.get("members", 1), r.get("recipe_variant", "single")
+    zoom, variant = c.get("zoom", 1), r.get("recipe_variant", "single")
+    members, seeds = r.get("members", 1), r.get("seeds", 1)
+    ensemble = (f", ensemble of {members} inner-fold models" if members > 1 else
+                f", ensemble of {seeds} seeds" if seeds > 1 else "")
     return (f"{c['input_size']} px{f', zoom {zoom}' if zoom > 1 else ''}, {c['epochs']} ep, batch {c['batch_size']}"
-            f"{f', ensemble of {members}' if members > 1 else ''}{', flip TTA' if variant.endswith('+tta') else ''}"
+            f"{ensemble}{', flip TTA' if variant.endswith('+tta') else ''}"
             + (f" ({r['note']})" if r.get("note") else ""))
 
 

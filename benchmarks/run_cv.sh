@@ -18,9 +18,9 @@ for t in ${@:-classification disc fovea speed}; do
       # (stopped after 2 folds so far: docs/results/partial/classification-ensemble-folds-0-1.json)
       $CV classification --data "$DATA/palm224/PALM-Training400" --members 3 --workdir runs/cv-cls-ens \
         --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification-ensemble.json
-      # the variant still to try: each fold's model the ensemble of 3 models trained on all its images, seeds 0-2
-      # $CV classification --data "$DATA/palm224/PALM-Training400" --seeds 3 --workdir runs/cv-cls-seeds \
-      #   --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification-seeds.json
+      # the recipe: each fold's model the ensemble of 3 models trained on all its images, seeds 0-2
+      $CV classification --data "$DATA/palm224/PALM-Training400" --seeds 3 --workdir runs/cv-cls-seeds \
+        --folds 5 --epochs 14 --input-size 112 --batch-size 16 --out docs/results/classification-seeds.json
       ;;
     disc)
       DISC=(disc --data "$DATA/drishti-gs1/Training" --extra-test "$DATA/drions-sample" --folds 3 --input-size 256 --batch-size 8)
@@ -46,7 +46,12 @@ for t in ${@:-classification disc fovea speed}; do
       # beyond the paper: joint disc + fovea heat maps, each fold's model the ensemble of 3 inner-fold
       # models (as `palm train --folds 3`); single, ensemble and TTA scored from the same models
       $CV fovea --arch disc-fovea-heatmaps --data "$DATA/idrid" --members 3 \
-        --folds 3 --epochs 50 --input-size 192 --batch-size 8 --out docs/results/fovea-heatmaps-ensemble.json ;;
+        --folds 3 --epochs 50 --input-size 192 --batch-size 8 --out docs/results/fovea-heatmaps-ensemble.json
+      # the recipe: one joint model on all the fold's images; and the same with the refining pass
+      $CV fovea --arch disc-fovea-heatmaps --data "$DATA/idrid" --workdir runs/cv-fovea-z1 \
+        --folds 3 --epochs 50 --input-size 192 --batch-size 8 --out docs/results/fovea-heatmaps.json
+      $CV fovea --arch disc-fovea-heatmaps --data "$DATA/idrid" --zoom 2 --workdir runs/cv-fovea-z2 \
+        --folds 3 --epochs 50 --input-size 192 --batch-size 8 --out docs/results/fovea-heatmaps-zoom2.json ;;
     speed)
       python benchmarks/predict_speed.py --out docs/results/speed.json ;;
     *) echo "unknown run $t" >&2; exit 2 ;;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The documented final recipes, one per task: the models docs/RESULTS.md reports, trained on
 # every image of the task's data set. `palm predict --model OUT.pt` uses the result as it is
-# (flip TTA on by default; an ensemble where the recipe is one).
+# (flip TTA as each task's default; an ensemble where the recipe is one: the classification's
+# seed models are kept beside it as OUT-seedN.pt).
 #
 #   bash benchmarks/train_final.sh classification|fovea|disc DATA_ROOT OUT.pt
 #
@@ -16,12 +17,18 @@ PALM=${PALM:-palm}
 COMMON=(--out "$OUT" --pretrained "${PALM_PRETRAINED:-none}")
 start=$(date +%s)
 case $TASK in
-  classification)  # the paper's ResNet50 at 112 px
-    $PALM train classification --data "$DATA/palm224/PALM-Training400" "${COMMON[@]}" \
-        --input-size 112 --epochs 14 --batch-size 16 --val-fraction 0 ;;
-  fovea)  # disc-and-fovea heat maps, the ensemble of the 3 fold models
+  classification)  # the paper's ResNet50 at 112 px, the ensemble of 3 seeds (each on every image)
+    seeds=()
+    for seed in 0 1 2; do
+      seeds+=("${OUT%.pt}-seed$seed.pt")
+      $PALM train classification --data "$DATA/palm224/PALM-Training400" --out "${seeds[-1]}" \
+          --pretrained "${PALM_PRETRAINED:-none}" --seed $seed \
+          --input-size 112 --epochs 14 --batch-size 16 --val-fraction 0
+    done
+    $PALM ensemble "$OUT" "${seeds[@]}" ;;
+  fovea)  # disc-and-fovea heat maps, one model on every image
     $PALM train fovea --data "$DATA/idrid" "${COMMON[@]}" --arch disc-fovea-heatmaps \
-        --input-size 192 --epochs 50 --batch-size 8 --folds 3 ;;
+        --input-size 192 --epochs 50 --batch-size 8 --val-fraction 0 ;;
   disc)  # the paper's ResNet34-ASPP U-Net at 256 px with the refining pass, 30 epochs
     $PALM train disc --data "$DATA/drishti-gs1/Training" "${COMMON[@]}" \
         --input-size 256 --zoom 2 --epochs 30 --batch-size 8 --val-fraction 0 ;;

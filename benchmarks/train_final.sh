@@ -14,7 +14,8 @@ set -euo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 classification|fovea|disc DATA_ROOT OUT.pt" >&2; exit 2; }
 TASK=$1 DATA=$2 OUT=$3
 PALM=${PALM:-palm}
-COMMON=(--out "$OUT" --pretrained "${PALM_PRETRAINED:-none}")
+PRETRAINED=(--pretrained "${PALM_PRETRAINED:-none}")
+COMMON=(--out "$OUT" "${PRETRAINED[@]}")
 start=$(date +%s)
 case $TASK in
   classification)  # the paper's ResNet50 at 112 px, the ensemble of 3 seeds (each on every image)
@@ -22,7 +23,7 @@ case $TASK in
     for seed in 0 1 2; do
       seeds+=("${OUT%.pt}-seed$seed.pt")
       $PALM train classification --data "$DATA/palm224/PALM-Training400" --out "${seeds[-1]}" \
-          --pretrained "${PALM_PRETRAINED:-none}" --seed $seed \
+          "${PRETRAINED[@]}" --seed $seed \
           --input-size 112 --epochs 14 --batch-size 16 --val-fraction 0
     done
     $PALM ensemble "$OUT" "${seeds[@]}" ;;

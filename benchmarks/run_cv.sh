@@ -32,6 +32,8 @@ for t in ${@:-classification disc fovea speed}; do
       $CV "${DISC[@]}" --epochs 15 --zoom 2 --workdir runs/cv-disc --out docs/results/disc-zoom2-tta.json
       # 30 epochs again, on the same date as the wide-augmentation run: the documented recipe now
       $CV "${DISC[@]}" --epochs 30 --zoom 2 --workdir runs/cv-disc-30 --out docs/results/disc-zoom2-30ep-rerun.json
+      # the recipe: each fold's model the ensemble of 3 models trained on all its images, seeds 0-2
+      $CV "${DISC[@]}" --epochs 30 --zoom 2 --seeds 3 --workdir runs/cv-disc-seeds --out docs/results/disc-seeds.json
       # wide augmentation for other cameras (a lead): made with DiscTask.augmentation's RandomAffine set to
       # degrees=20, scale=(0.7, 1.15), translate=(0.2, 0.2) and ColorJitter(0.35, 0.35, 0.35, 0.05)
       # $CV "${DISC[@]}" --epochs 30 --zoom 2 --workdir runs/cv-disc-wide --out docs/results/disc-wide-zoom2-30ep.json

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The documented final recipes, one per task: the models docs/RESULTS.md reports, trained on
 # every image of the task's data set. `palm predict --model OUT.pt` uses the result as it is
-# (flip TTA as each task's default; an ensemble where the recipe is one: the classification's
-# seed models are kept beside it as OUT-seedN.pt).
+# (flip TTA as each task's default; an ensemble where the recipe is one: the seed models of the
+# classification and disc ensembles are kept beside it as OUT-seedN.pt).
 #
 #   bash benchmarks/train_final.sh classification|fovea|disc DATA_ROOT OUT.pt
 #
@@ -15,24 +15,30 @@ set -euo pipefail
 TASK=$1 DATA=$2 OUT=$3
 PALM=${PALM:-palm}
 PRETRAINED=(--pretrained "${PALM_PRETRAINED:-none}")
-COMMON=(--out "$OUT" "${PRETRAINED[@]}")
+
+# Trains `palm train TASK ARGS...` with seeds 0, 1 and 2, each on every image, and writes their
+# ensemble to OUT (the recipes where the seed ensemble measurably helps, docs/RESULTS.md).
+seed_ensemble() {
+  local task=$1 seeds=() seed
+  shift
+  for seed in 0 1 2; do
+    seeds+=("${OUT%.pt}-seed$seed.pt")
+    $PALM train "$task" "$@" --out "${seeds[-1]}" "${PRETRAINED[@]}" --seed $seed --val-fraction 0
+  done
+  $PALM ensemble "$OUT" "${seeds[@]}"
+}
+
 start=$(date +%s)
 case $TASK in
-  classification)  # the paper's ResNet50 at 112 px, the ensemble of 3 seeds (each on every image)
-    seeds=()
-    for seed in 0 1 2; do
-      seeds+=("${OUT%.pt}-seed$seed.pt")
-      $PALM train classification --data "$DATA/palm224/PALM-Training400" --out "${seeds[-1]}" \
-          "${PRETRAINED[@]}" --seed $seed \
-          --input-size 112 --epochs 14 --batch-size 16 --val-fraction 0
-    done
-    $PALM ensemble "$OUT" "${seeds[@]}" ;;
+  classification)  # the paper's ResNet50 at 112 px, the ensemble of 3 seeds
+    seed_ensemble classification --data "$DATA/palm224/PALM-Training400" \
+        --input-size 112 --epochs 14 --batch-size 16 ;;
   fovea)  # disc-and-fovea heat maps, one model on every image
-    $PALM train fovea --data "$DATA/idrid" "${COMMON[@]}" --arch disc-fovea-heatmaps \
+    $PALM train fovea --data "$DATA/idrid" --out "$OUT" "${PRETRAINED[@]}" --arch disc-fovea-heatmaps \
         --input-size 192 --epochs 50 --batch-size 8 --val-fraction 0 ;;
-  disc)  # the paper's ResNet34-ASPP U-Net at 256 px with the refining pass, 30 epochs
-    $PALM train disc --data "$DATA/drishti-gs1/Training" "${COMMON[@]}" \
-        --input-size 256 --zoom 2 --epochs 30 --batch-size 8 --val-fraction 0 ;;
+  disc)  # the paper's ResNet34-ASPP U-Net at 256 px with the refining pass, 30 epochs, 3 seeds
+    seed_ensemble disc --data "$DATA/drishti-gs1/Training" \
+        --input-size 256 --zoom 2 --epochs 30 --batch-size 8 ;;
   *) echo "unknown task $TASK (classification, fovea or disc)" >&2; exit 2 ;;
 esac
 echo "trained $TASK in $(( $(date +%s) - start )) s: $OUT" >&2

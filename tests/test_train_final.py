@@ -1,6 +1,6 @@
 """benchmarks/train_final.sh, the documented final recipes: each task's OUT.pt is what `palm
-predict --model OUT.pt` uses as it is (the classification one the ensemble of its 3 seed
-models). Run on 8 real cases per task with the recipes shrunk to one epoch at 32 px, through the
+predict --model OUT.pt` uses as it is (the classification and disc ones the ensembles
+of their 3 seed models). Run on 8 real cases per task with the recipes shrunk to one epoch at 32 px, through the
 script's PALM hook, so that the script's own logic (commands, seeds, ensembling) is what runs."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def small_data_root(shared_data, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("task, members", [("classification", 3), ("fovea", 0), ("disc", 0)])
+@pytest.mark.parametrize("task, members", [("classification", 3), ("fovea", 0), ("disc", 3)])
 def test_train_final_writes_the_checkpoint_palm_predict_uses(shared_data, small_data_root, shrunk_palm, tmp_path, task,
                                                             members):
     out = tmp_path / "models" / f"{task}.pt"

@@ -30,7 +30,7 @@ for t in ${@:-classification disc fovea speed}; do
       # the documented recipe again, now scored with and without flip TTA from the same fold models
       # (disc.json and disc-zoom2.json were made before TTA existed: a rerun now also scores +tta)
       $CV "${DISC[@]}" --epochs 15 --zoom 2 --workdir runs/cv-disc --out docs/results/disc-zoom2-tta.json
-      # 30 epochs again, on the same date as the wide-augmentation run: the documented recipe now
+      # 30 epochs again, on the same date as the wide-augmentation run: one model of the recipe's ensemble
       $CV "${DISC[@]}" --epochs 30 --zoom 2 --workdir runs/cv-disc-30 --out docs/results/disc-zoom2-30ep-rerun.json
       # the recipe: each fold's model the ensemble of 3 models trained on all its images, seeds 0-2
       $CV "${DISC[@]}" --epochs 30 --zoom 2 --seeds 3 --workdir runs/cv-disc-seeds --out docs/results/disc-seeds.json

@@ -1,7 +1,8 @@
 """benchmarks/train_final.sh, the documented final recipes: each task's OUT.pt is what `palm
-predict --model OUT.pt` uses as it is (the classification and disc ones the ensembles
-of their 3 seed models). Run on 8 real cases per task with the recipes shrunk to one epoch at 32 px, through the
-script's PALM hook, so that the script's own logic (commands, seeds, ensembling) is what runs."""
+predict --model OUT.pt` uses as it is (the classification and disc ones the ensembles of their
+3 seed models). Run on 8 real cases per task with the recipes shrunk to one epoch at 32 px,
+through the script's PALM hook, so that the script's own logic (commands, seeds, ensembling)
+is what runs."""
 
 from __future__ import annotations
 

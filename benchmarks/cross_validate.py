@@ -7,6 +7,10 @@ package scores them. Writes a JSON record for docs/RESULTS.md.
 
     python benchmarks/cross_validate.py classification --data ../shared/data/palm224/PALM-Training400 \
         --folds 5 --epochs 12 --input-size 128 --out docs/results/classification.json
+
+With several ``--data`` folders (sources: cameras), the folds pool their cases; with
+``--leave-one-source-out`` each fold is one source instead, trained on all the others: how a
+model does on a camera it never saw (the protocol of docs/RESULTS.md's per-source table).
 """
 
 from __future__ import annotations
@@ -43,13 +47,15 @@ def _score_fovea(cases, points) -> dict:
     px = metrics.fovea_distances(pred, truth)
     norm = metrics.normalised_fovea_distances(pred, truth, np.array([c.size for c in cases]))
     return {"distance_px": metrics.summary(px), "distance_normalised": metrics.summary(norm),
-            "normalised_variance": float(np.var(norm))}
+            "normalised_variance": float(np.var(norm)), "beyond_0.05": int((np.asarray(norm) > 0.05).sum()),
+            "cases": len(cases)}
 
 
 def _score_disc(cases, masks) -> dict:
     dice = [metrics.dice(p, c.read_disc()) for c, p in zip(cases, masks)]
     present = metrics.presence_f1([p.any() for p in masks], [c.read_disc().any() for c in cases])
-    return {"dice": metrics.summary(dice), "presence_f1": present}
+    return {"dice": metrics.summary(dice), "presence_f1": present, "below_0.5": int((np.asarray(dice) < 0.5).sum()),
+            "cases": len(cases)}
 
 
 SCORES = {"classification": _score_classification, "fovea": _score_fovea, "disc": _score_disc}
@@ -72,7 +78,10 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 
 @click.command()
 @click.argument("task")
-@click.option("--data", required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Data folder; repeat to pool several sources (cameras).")
+@click.option("--leave-one-source-out", "by_source", is_flag=True,
+              help="Each fold is one --data source, trained on all the others (--folds is ignored).")
 @click.option("--extra-test", type=click.Path(path_type=Path), help="Also score the fold models on this folder (mean over folds).")
 @click.option("--folds", default=5)
 @click.option("--members", default=1, help="> 1: each fold's model is the ensemble of the MEMBERS models that "
@@ -84,6 +93,8 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--epochs", default=12)
 @click.option("--input-size", default=0)
 @click.option("--zoom", default=1, help="fovea/disc: train and predict with the refining pass (see palm train --help).")
+@click.option("--geometry", default="", help="fov or squash (default: the task's; see palm train --help).")
+@click.option("--colour", default="", help="standardise or none (default: the task's).")
 @click.option("--batch-size", default=16)
 @click.option("--lr", default=1e-3)
 @click.option("--arch", default="")
@@ -95,17 +106,23 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
                                              "stopped mid-way goes on from its last epoch (palm train --resume).")
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, extra_test, folds, members, seeds, only_folds, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse,
+def main(task, data, by_source, extra_test, folds, members, seeds, only_folds, epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, seed, workdir, reuse,
          resume, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
     model with TTA as the task's default has it (what `palm predict` runs)."""
     task_ = get_task(task)
-    cases = [c for c in read_cases(data).cases if task_.usable(c)]
+    sources = [[c for c in read_cases(folder).cases if task_.usable(c)] for folder in data]
+    cases = [c for source in sources for c in source]
+    if by_source and len(sources) < 2:
+        raise SystemExit("--leave-one-source-out needs two or more --data sources")
+    splits = ([([c for j, other in enumerate(sources) if j != k for c in other], source)
+               for k, source in enumerate(sources)] if by_source else kfold_splits(task_, cases, folds, seed))
     extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)] if extra_test else []
-    config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
-    stem = f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
+    config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, geometry=geometry,
+                         colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
+    stem = (f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
+            f"-{config.geometry}-{config.colour}")
     oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
     # the variant that is the recipe: the largest model, with TTA as palm predict runs it by default
     if members > 1 and seeds > 1:
@@ -114,7 +131,7 @@ def main(task, data, extra_test, folds, members, seeds, only_folds, epochs, inpu
     recipe = ("ensemble" if size > 1 else "single") + ("+tta" if task_.tta_default else "")
     started = time.time()
     chosen = {int(k) for k in only_folds.split(",") if k.strip()}
-    for k, (tr, va) in enumerate(kfold_splits(task_, cases, folds, seed)):
+    for k, (tr, va) in enumerate(splits):
         if chosen and k not in chosen:
             continue
         t0 = time.time()
@@ -148,7 +165,7 @@ def main(task, data, extra_test, folds, members, seeds, only_folds, epochs, inpu
             scores[name] = score(task, va, predictions)
             if extra_cases:
                 extra[name].append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
-        fold_records.append({"fold": k, "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
+        fold_records.append({"fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
                              "variants": {n: v for n, v in scores.items() if n != recipe}})
         print(json.dumps(fold_records[-1], default=float), flush=True)
         oof_cases += va
@@ -157,7 +174,8 @@ def main(task, data, extra_test, folds, members, seeds, only_folds, epochs, inpu
         pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(size)]), **pooled}
         extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(size)), []), **extra} if extra else extra
     record = {
-        "task": task, "data": str(data), "folds": folds, "members": members, **({"seeds": seeds} if seeds > 1 else {}),
+        "task": task, "data": [str(d) for d in data] if len(data) > 1 else str(data[0]),
+        "folds": "leave-one-source-out" if by_source else folds, "members": members, **({"seeds": seeds} if seeds > 1 else {}),
         **({"only_folds": sorted(chosen)} if chosen else {}), **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "cross_validated": pooled[recipe],

@@ -14,6 +14,7 @@ import torch
 
 from . import __version__
 from .errors import PalmError
+from .fov import COLOURS, GEOMETRIES
 
 
 class CheckpointError(PalmError):
@@ -96,6 +97,9 @@ def check_record(ckpt: dict[str, Any]) -> str | None:
         return f"meta 'zoom' is {meta['zoom']!r}; expected 1 to 4"
     if "zoom" in meta and meta["input_size"] * meta["zoom"] > MAX_INPUT_SIZE * 2:
         return f"meta 'input_size' x 'zoom' is {meta['input_size'] * meta['zoom']} px; at most {MAX_INPUT_SIZE * 2}"
+    for key, known in (("geometry", GEOMETRIES), ("colour", COLOURS)):
+        if key in meta and meta[key] not in known:
+            return f"meta {key!r} is {meta[key]!r}; expected one of {', '.join(known)}"
     for key in ("mean", "std"):
         values = meta.get(key, [0.5, 0.5, 0.5])
         if (not isinstance(values, (list, tuple)) or len(values) != 3
@@ -111,7 +115,7 @@ def check_record(ckpt: dict[str, Any]) -> str | None:
     return None
 
 
-ENSEMBLE_MUST_AGREE = ("task", "arch", "input_size", "zoom", "mean", "std")
+ENSEMBLE_MUST_AGREE = ("task", "arch", "input_size", "zoom", "geometry", "colour", "mean", "std")
 
 
 def combine_checkpoints(paths: list[Path], out: Path) -> dict[str, Any]:

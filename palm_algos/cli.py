@@ -17,6 +17,7 @@ import click
 from . import __version__
 from .errors import PalmError, one_line
 from .formats import TASKS
+from .fov import COLOURS, GEOMETRIES
 
 
 def world_rank() -> int:
@@ -55,6 +56,12 @@ def _train_options(command):
         click.option("--zoom", default=1, show_default=True, type=click.IntRange(1, 4),
                      help="fovea/disc: >1 adds a refining pass on a window of the ZOOM x larger image "
                           "around the first estimate (1 = the paper's single pass)."),
+        click.option("--geometry", default="", type=click.Choice(("",) + GEOMETRIES),
+                     help="What the network sees: fov (the field of view at a fixed size, found in each "
+                          "photograph) or squash (the whole image); default: the task's (fov for fovea and disc)."),
+        click.option("--colour", default="", type=click.Choice(("",) + COLOURS),
+                     help="standardise (colours standardised inside the field of view, with camera-like "
+                          "augmentation) or none; default: the task's (standardise for fovea and disc)."),
         click.option("--epochs", default=30, show_default=True),
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),
@@ -73,8 +80,8 @@ def _train_options(command):
 @click.argument("task", type=click.Choice(TASKS))
 @_train_options
 @user_errors
-def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epochs, batch_size, lr,
-                  val_fraction, folds, seed, workers, resume):
+def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, geometry, colour, epochs, batch_size,
+                  lr, val_fraction, folds, seed, workers, resume):
     """Train TASK (classification, fovea, disc) on one or more data folders.
 
     Multi-GPU / multi-node: run under torchrun, e.g.
@@ -97,7 +104,8 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, epoc
         raise PalmError(f"{', '.join(map(str, data_dirs))}: no case has {task} ground truth to learn from")
     if note := task_.left_out(cases):
         click.echo(note, err=True)
-    config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, epochs=epochs,
+    config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, geometry=geometry,
+                         colour=colour, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed, workers=workers).resolved(task_)
     if folds:
         summary = []

@@ -7,6 +7,11 @@ and kept in memory at input size: an epoch then costs only augmentation and the 
 A model trained with ``zoom`` > 1 is used twice per image: on the whole image, then on the
 input-size window of the ``zoom`` times larger image around what the first pass found (the
 refining pass). It learns both views from one stored copy at ``zoom`` x input size.
+
+What the network sees of a photograph is its ``Frame`` (``fov``): the field of view scaled to
+the input, or the whole image squashed, as the checkpoint's ``geometry`` says; with
+``colour`` "standardise", the FOV's colours are standardised (``fov.standardise``) after the
+training's photometric augmentation, so the model learns that the standardising undoes it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .cases import Case
+from .fov import Frame, crop, frame_for, standardise
 from .imageio import read_image
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, Task
 
@@ -32,10 +38,41 @@ def square_resize(rgb: np.ndarray, input_size: int) -> torch.Tensor:
     return v2.functional.resize(image, [input_size, input_size], antialias=True)
 
 
-def prepare_image(path, input_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Read (JPEGs at reduced size) and square-resize; returns the uint8 tensor and original (w, h)."""
+def prepare_image(path, input_size: int, geometry: str = "squash") -> tuple[torch.Tensor, Frame]:
+    """Read (JPEGs at reduced size), cut to the ``geometry``'s frame and resize; returns the
+    (3, S, S) uint8 tensor and the frame (which holds the original (w, h))."""
     rgb, size = read_image(path, min_side=input_size)
-    return square_resize(rgb, input_size), size
+    frame = frame_for(rgb, size, geometry)
+    return square_resize(crop(rgb, frame), input_size), frame
+
+
+def model_views(photo: tuple[Any, tuple[int, int]], input_size: int, zoom: int, geometry: str = "squash",
+                colour: str = "none") -> tuple[torch.Tensor, torch.Tensor | None, Frame]:
+    """What the network sees of one decoded image ``photo`` = (RGB, original (w, h)): the
+    (3, S, S) uint8 first-pass input, with ``zoom`` > 1 the (3, zoom S, zoom S) image the
+    refining pass takes its window from (else None), and the frame both show."""
+    rgb, size = photo
+    frame = frame_for(rgb, size, geometry)
+    big = square_resize(crop(rgb, frame), input_size * zoom)
+    if colour == "standardise":
+        big = standardise_tensor(big)
+    if zoom == 1:
+        return big, None, frame
+    return v2.functional.resize(big, [input_size, input_size], antialias=True), big, frame
+
+
+def standardise_tensor(image: torch.Tensor) -> torch.Tensor:
+    """``fov.standardise`` on a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(standardise(image.permute(1, 2, 0).numpy())).permute(2, 0, 1).contiguous()
+
+
+class Standardise(v2.Transform):
+    """``fov.standardise`` as a training transform (images only; masks and points pass)."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return tv_tensors.wrap(standardise_tensor(inpt.as_subclass(torch.Tensor)), like=inpt)
 
 
 def normalise(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
@@ -95,17 +132,19 @@ class CaseDataset(Dataset):
     """Cases of one task, decoded once, augmented on the fly when ``train`` is set."""
 
     def __init__(self, task: Task, cases: list[Case], input_size: int, train: bool, progress: bool = True,
-                 zoom: int = 1):
+                 zoom: int = 1, geometry: str = "squash", colour: str = "none"):
         self.task, self.input_size = task, input_size
         self.images, self.targets = [], []
         stored = input_size * zoom
         for case in tqdm(cases, desc=f"loading {len(cases)} images", disable=not progress, leave=False):
-            image, _ = prepare_image(case.image, stored)
+            image, frame = prepare_image(case.image, stored, geometry)
             self.images.append(tv_tensors.Image(image))
-            self.targets.append(task.target(case, stored))
-        steps = task.augmentation() if train else [v2.ToDtype(torch.float32, scale=True)]
+            self.targets.append(task.target(case, stored, frame))
+        steps = task.photometric() if train else []
+        steps += [Standardise()] if colour == "standardise" else []
         if zoom > 1:  # validation sees the first pass only
-            steps = [ZoomView(input_size, p=0.5 if train else 0.0)] + steps
+            steps += [ZoomView(input_size, p=0.5 if train else 0.0)]
+        steps += task.augmentation() if train else [v2.ToDtype(torch.float32, scale=True)]
         self.transform = v2.Compose(steps)
 
     def __len__(self) -> int:

@@ -9,6 +9,7 @@ predicts its share of the images and rank 0 writes the one set of PALM files.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections import deque
@@ -18,33 +19,25 @@ from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .cases import list_images
 from .checkpoint import CheckpointError, load_checkpoint
-from .data import normalise, square_resize, view_box
+from .data import model_views, normalise, view_box
 from .errors import PalmError
 from .formats import CSV_NAMES
+from .fov import Frame
 from .imageio import read_image
 from .models.ensemble import Ensemble, FlipTTA
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
 from .writers import OUTPUTS, OverlayWriter, csv_name_problem, prepare_output
 
 BATCH_SIZE = 8  # images per forward pass in batch mode (`palm predict --batch-size`)
+log = logging.getLogger(__name__)
 
 
 class PredictionError(PalmError):
     """One image's prediction is unusable (e.g. not a finite number); the others go on."""
-
-
-def model_views(rgb: Any, input_size: int, zoom: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """What the network sees of one decoded image: the (3, S, S) uint8 first-pass input and,
-    with ``zoom`` > 1, the (3, zoom S, zoom S) image the refining pass takes its window from."""
-    big = square_resize(rgb, input_size * zoom)
-    if zoom == 1:
-        return big, None
-    return v2.functional.resize(big, [input_size, input_size], antialias=True), big
 
 
 class Predictor:
@@ -56,6 +49,8 @@ class Predictor:
         self._task = get_task(self.task)
         self.input_size = int(meta["input_size"])
         self.zoom = int(meta.get("zoom", 1))
+        self.geometry = meta.get("geometry", "squash")  # checkpoints from before the FOV crop
+        self.colour = meta.get("colour", "none")
         self.tta = self._task.tta_default if tta is None else tta
         if self.tta:
             model = FlipTTA(model, self._task.average, self._task.flip_back)
@@ -93,12 +88,21 @@ class Predictor:
     def predict(self, image: Path, photo: tuple[Any, tuple[int, int]] | None = None) -> Any:
         """One image (or ``photo``, what ``read`` made of it) -> prediction in original pixels:
         the batch of one of ``outputs`` and ``decode``."""
-        rgb, size = photo or self.read(image)
-        first, big = model_views(rgb, self.input_size, self.zoom)
+        first, big, frame = self.views(photo or self.read(image), image)
         output = self.outputs(first[None], None if big is None else big[None], [image])[0]
         if isinstance(output, PalmError):
             raise output
-        return self.decode(output, size)
+        return self.decode(output, frame)
+
+    def views(self, photo: tuple[Any, tuple[int, int]], image: Path | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None, Frame]:
+        """``data.model_views`` with this model's input size, zoom, geometry and colour; a
+        model that reads fields of view says in the log where it found none (``image``)."""
+        views = model_views(photo, self.input_size, self.zoom, self.geometry, self.colour)
+        if self.geometry == "fov" and not views[2].fov:
+            log.warning("%s: no field of view found (no dark border around the retina); "
+                        "the %s model sees the whole image", image or "an image", self.task)
+        return views
 
     @torch.inference_mode()
     def outputs(self, first: torch.Tensor, big: torch.Tensor | None, images: list[Path]) -> list[Any]:
@@ -111,7 +115,8 @@ class Predictor:
             return outputs
         windows, boxes = [], []  # the refining pass, batched over the images it has a window for
         for i, output in enumerate(outputs):
-            centre = None if isinstance(output, PalmError) else self._task.view_centre(output)
+            centre = None if isinstance(output, PalmError) else \
+                self._task.view_centre(output) or self._task.fallback_centre(first[i])
             if centre is not None:
                 left, top = view_box(centre, size * self.zoom, size)
                 windows.append(big[i, :, top : top + size, left : left + size])
@@ -123,9 +128,10 @@ class Predictor:
                     self._task.merge(outputs[i], window, (left, top, size), size * self.zoom)
         return outputs
 
-    def decode(self, output: torch.Tensor, size: tuple[int, int]) -> Any:
-        """One raw output -> the prediction in original pixels of an image of ``size`` (w, h)."""
-        return self._task.decode(output, size)
+    def decode(self, output: torch.Tensor, frame: Frame | tuple[int, int]) -> Any:
+        """One raw output -> the prediction in original pixels, the input having shown ``frame``
+        (an original (w, h): the whole image)."""
+        return self._task.decode(output, frame)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The bare model on a (B, 3, S, S) uint8 batch: its raw outputs, on the CPU."""
@@ -174,7 +180,7 @@ def unexpected(path: Path, exc: BaseException) -> str:
 class _Read(NamedTuple):
     index: int  # in the sorted list of the run's images
     path: Path
-    size: tuple[int, int] | None  # original (w, h)
+    frame: Frame | None  # what the model's input showed of the image (its original (w, h) within)
     photo: Any  # what ``read`` made of it, kept for the overlays only
     problem: str | None  # "path: problem" when it cannot be read
 
@@ -183,8 +189,9 @@ class _Images(Dataset):
     """The run's images as the network sees them, decoded in DataLoader workers; a file that
     cannot be read becomes its problem line, never an exception that would end the batch."""
 
-    def __init__(self, items: list[tuple[int, Path]], input_size: int, zoom: int, keep_photo: bool):
-        self.items, self.input_size, self.zoom, self.keep_photo = items, input_size, zoom, keep_photo
+    def __init__(self, items: list[tuple[int, Path]], predictor: Predictor, keep_photo: bool):
+        self.items, self.keep_photo = items, keep_photo
+        self.read, self.views = predictor.read, predictor.views
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,13 +199,13 @@ class _Images(Dataset):
     def __getitem__(self, k: int):
         index, path = self.items[k]
         try:
-            photo = read_image(path, min_side=self.input_size * self.zoom)
-            views = model_views(photo[0], self.input_size, self.zoom)
+            photo = self.read(path)
+            views = self.views(photo, path)
         except PalmError as exc:
             return None, _Read(index, path, None, None, str(exc))
         except Exception as exc:  # noqa: BLE001 - one odd image must not cost the others their results
             return None, _Read(index, path, None, None, unexpected(path, exc))
-        return views, _Read(index, path, photo[1], photo if self.keep_photo else None, None)
+        return views[:2], _Read(index, path, views[2], photo if self.keep_photo else None, None)
 
 
 def _collate(samples):
@@ -233,7 +240,7 @@ class _Finisher:
         """The prediction, or the PalmError that is this image's failure; a write error is raised
         and stops the run (the folder, not the image, is at fault)."""
         try:
-            value = self.predictor.decode(output, read.size)
+            value = self.predictor.decode(output, read.frame)
         except PalmError as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - one odd output must not cost the others their results
@@ -310,7 +317,7 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
             todo.append((index, path))
     workers = default_workers() if workers is None else workers
     workers = workers if len(todo) > batch_size else 0  # one batch: starting a worker would cost more
-    loader = DataLoader(_Images(todo, predictor.input_size, predictor.zoom, keep_photo=overlays is not None),
+    loader = DataLoader(_Images(todo, predictor, keep_photo=overlays is not None),
                         batch_size=max(1, batch_size), num_workers=workers, collate_fn=_collate,
                         pin_memory=predictor.device.type == "cuda")
     bar = tqdm(total=len(todo), desc=predictor.task, unit="img", disable=not progress, file=sys.stderr)

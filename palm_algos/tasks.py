@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from . import models
 from .cases import Case
 from .errors import PalmError
+from .fov import Frame, as_frame, crop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,6 +48,32 @@ class RandomVarianceGaussianNoise(v2.Transform):
         return v2.functional.gaussian_noise(inpt, mean=self.mean, sigma=params["sigma"], clip=True)
 
 
+class RandomGamma(v2.Transform):
+    """Gamma drawn per image from ``gamma`` (a camera's tone curve); only images are touched."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, gamma: tuple[float, float] = (0.6, 1.6)):
+        super().__init__()
+        self.gamma = gamma
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        low, high = (math.log(g) for g in self.gamma)
+        return {"gamma": math.exp(torch.empty(()).uniform_(low, high).item())}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return v2.functional.adjust_gamma(inpt, params["gamma"])
+
+
+def camera_augmentation() -> list[v2.Transform]:
+    """What differs between cameras and clinics beyond geometry: colour cast, brightness,
+    tone curve, focus and JPEG compression (uint8 images; masks and points pass through)."""
+    return [v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.04)], p=0.8),
+            v2.RandomApply([RandomGamma()], p=0.5),
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
+            v2.RandomApply([v2.JPEG((30, 95))], p=0.3)]
+
+
 class Task:
     """Base of the three tasks; subclasses fill in the differences."""
 
@@ -58,6 +85,11 @@ class Task:
     higher_is_better: bool = True
     refines: bool = False  # can learn the refining pass on a window of a larger image (--zoom > 1)
     stratifies: bool = False  # hold-outs and folds keep the label ratio
+    # What the network sees of a photograph (fov.GEOMETRIES; "fov": the field of view at a fixed
+    # diameter) and how its colours are shown ("standardise" in the FOV, or "none"); checkpoints
+    # record both, and checkpoints made before them read as "squash" and "none".
+    default_geometry: str = "squash"
+    default_colour: str = "none"
 
     def build_model(self, arch: str, pretrained: str | None) -> nn.Module:
         if arch not in self.archs:
@@ -72,12 +104,18 @@ class Task:
         """A note on cases whose ground truth says the task cannot be learned from them, or None."""
         return None
 
-    def target(self, case: Case, input_size: int) -> Any:
-        """Ground truth in input coordinates (square, input_size px), as a tv_tensor when spatial."""
+    def target(self, case: Case, input_size: int, frame: Frame | None = None) -> Any:
+        """Ground truth in input coordinates (square, input_size px, showing ``frame`` of the
+        original image; None: the whole image), as a tv_tensor when spatial."""
         raise NotImplementedError
 
+    def photometric(self) -> list[v2.Transform]:
+        """Training's colour, blur and compression changes on the uint8 stored image, before
+        the colour standardising (other cameras); none by default."""
+        return []
+
     def augmentation(self) -> list[v2.Transform]:
-        """Geometric and photometric transforms applied in training (uint8 image in, float out)."""
+        """Transforms applied in training after ``photometric`` (uint8 image in, float out)."""
         raise NotImplementedError
 
     def to_tensor(self, target: Any) -> torch.Tensor:
@@ -92,14 +130,20 @@ class Task:
         raise NotImplementedError
 
     # -- prediction ------------------------------------------------------------------------
-    def decode(self, output: torch.Tensor, size: tuple[int, int]) -> Any:
-        """One sample's raw output -> prediction in original pixels of an image of ``size`` (w, h)."""
+    def decode(self, output: torch.Tensor, frame: Frame | tuple[int, int]) -> Any:
+        """One sample's raw output -> prediction in original pixels, the input having shown
+        ``frame`` (or, given an original (w, h), the whole image)."""
         raise NotImplementedError
 
     # -- the refining pass (models trained with zoom > 1; fovea and disc) -------------------
     def view_centre(self, output: torch.Tensor) -> tuple[float, float] | None:
         """Where the second pass should look, (x, y) in [0, 1] of the image; None: nowhere."""
         raise NotImplementedError
+
+    def fallback_centre(self, view: torch.Tensor) -> tuple[float, float] | None:
+        """A second opinion where ``view_centre`` found nothing: where the refining pass should
+        look on the first-pass input ``view`` ((3, S, S) uint8), or None (nowhere)."""
+        return None
 
     def merge(self, first: torch.Tensor, window: torch.Tensor, box: tuple[int, int, int], big: int) -> torch.Tensor:
         """First-pass output and the output on the window ``box`` = (left, top, size) of the
@@ -128,7 +172,7 @@ class ClassificationTask(Task):
     def usable(self, case):
         return case.label is not None
 
-    def target(self, case, input_size):
+    def target(self, case, input_size, frame=None):
         return int(case.label)
 
     def augmentation(self):
@@ -149,7 +193,7 @@ class ClassificationTask(Task):
         return {"auc": float(auc), "accuracy": float(((risk >= 0.5) == y).mean()),
                 "loss": float(F.cross_entropy(outputs.float(), targets))}
 
-    def decode(self, output, size):
+    def decode(self, output, frame):
         return float(output.float().softmax(-1)[..., 1])
 
     def flip_back(self, output):
@@ -163,6 +207,7 @@ class FoveaTask(Task):
     archs = {"vgg19-fused": models.vgg19_fused, "vgg19": models.vgg19_regressor,
              "resnet50": models.resnet50_regressor, "disc-fovea-heatmaps": models.disc_fovea_heatmaps}
     disc_weight = 0.5  # share of the disc centre's distance in the joint model's loss
+    default_geometry, default_colour = "fov", "standardise"
     tta_default = False  # the mirror image made the joint model worse (0.0169 -> 0.0179, docs/RESULTS.md)
 
     def usable(self, case):
@@ -173,18 +218,20 @@ class FoveaTask(Task):
         return f"left out: {absent} case(s) marked 'no fovea visible'" if absent else None
 
     # Positions are pixel indices (pixel centres at integers), as torchvision's keypoint flips
-    # assume; the normalised target (x + 0.5) / W is then the same at every input size. The
-    # second point is the disc centre (NaN where the source has none), which only the joint
-    # model learns; the others read the first point alone.
-    def target(self, case, input_size):
-        w, h = case.size
+    # assume; the normalised target (x + 0.5 - left) / width is then the same at every input
+    # size. The second point is the disc centre (NaN where the source has none), which only the
+    # joint model learns; the others read the first point alone.
+    def target(self, case, input_size, frame=None):
+        frame = frame or Frame.whole(case.size)
         points = [case.fovea, case.disc_centre or _mask_centre(case) or (math.nan, math.nan)]
-        return tv_tensors.KeyPoints([[(x + 0.5) * input_size / w - 0.5, (y + 0.5) * input_size / h - 0.5]
-                                     for x, y in points], canvas_size=(input_size, input_size), dtype=torch.float32)
+        return tv_tensors.KeyPoints([[u * input_size - 0.5 for u in frame.normalised(x, y)] for x, y in points],
+                                    canvas_size=(input_size, input_size), dtype=torch.float32)
+
+    def photometric(self):
+        return camera_augmentation()
 
     def augmentation(self):
-        return [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
+        return [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.8, 1.25)),
                 v2.ToDtype(torch.float32, scale=True)]
 
     def to_tensor(self, target):
@@ -206,9 +253,8 @@ class FoveaTask(Task):
         return {"mean_distance": float(d.mean()), "median_distance": float(d.median()),
                 "loss": float(self.loss(outputs, targets))}
 
-    def decode(self, output, size):
-        x, y = output.float().reshape(-1)[:2].tolist()
-        return (x * size[0] - 0.5, y * size[1] - 0.5)
+    def decode(self, output, frame):
+        return as_frame(frame).original(*output.float().reshape(-1)[:2].tolist())
 
     def view_centre(self, output):
         return tuple(output.float().reshape(-1)[:2].tolist())
@@ -247,19 +293,22 @@ class DiscTask(Task):
     name, default_arch, default_input_size, metric_name = "disc", "resnet34-aspp-unet", 512, "dice"
     archs = {"resnet34-aspp-unet": models.resnet34_aspp_unet}
     refines = True
+    default_geometry, default_colour = "fov", "standardise"
 
     def usable(self, case):
         return case.disc_mask is not None
 
-    def target(self, case, input_size):
-        disc = torch.from_numpy(case.read_disc()).to(torch.uint8)[None]
+    def target(self, case, input_size, frame=None):
+        disc = torch.from_numpy(crop(case.read_disc(), frame or Frame.whole(case.size))).to(torch.uint8)[None]
         disc = v2.functional.resize(disc, [input_size, input_size], interpolation=v2.InterpolationMode.NEAREST)
         return tv_tensors.Mask(disc[0])
 
+    def photometric(self):
+        return camera_augmentation()
+
     def augmentation(self):
         return [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
-                v2.RandomAffine(degrees=20, scale=(0.9, 1.1), translate=(0.05, 0.05)),
-                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02),
+                v2.RandomAffine(degrees=20, scale=(0.75, 1.33), translate=(0.05, 0.05)),
                 v2.ToDtype(torch.float32, scale=True)]
 
     def to_tensor(self, target):
@@ -276,16 +325,21 @@ class DiscTask(Task):
         dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
         return {"dice": float(dice.mean()), "loss": float(self.loss(outputs, targets))}
 
-    def decode(self, output, size):
+    def decode(self, output, frame):
+        from .fov import paste
         from .postprocess import clean_disc
 
         # Clean up at the model's resolution, where it is cheap, then push the probabilities
-        # to the kept side of 0.5: bilinear upsampling then adds no region and no hole.
+        # to the kept side of 0.5: bilinear upsampling then adds no region and no hole. The
+        # frame's box is resampled to whole original pixels and pasted into the image.
+        frame = as_frame(frame)
         prob = output.float().softmax(0)[1]
         keep = torch.from_numpy(clean_disc(prob.numpy() > 0.5))
         prob = torch.where(keep, prob.clamp(min=0.51), prob.clamp(max=0.49))
-        prob = F.interpolate(prob[None, None], size=(size[1], size[0]), mode="bilinear", align_corners=False)
-        return (prob[0, 0] > 0.5).numpy()
+        box = (max(1, round(frame.height)), max(1, round(frame.width)))
+        prob = F.interpolate(prob[None, None], size=box, mode="bilinear", align_corners=False)
+        disc = (prob[0, 0] > 0.5).numpy()
+        return disc if not frame.fov and disc.shape == frame.size[::-1] else paste(disc, frame)
 
     def flip_back(self, output):
         return output.flip(-1)
@@ -298,6 +352,23 @@ class DiscTask(Task):
             return None  # no disc: nothing to refine, the mask stays empty
         rows, cols = np.nonzero(disc)
         return ((cols.mean() + 0.5) / disc.shape[1], (rows.mean() + 0.5) / disc.shape[0])
+
+    def fallback_centre(self, view):
+        """The brightest disc-sized blob inside the field of view: the optic disc is the
+        brightest structure of a fundus photograph, so a first pass that missed it (an
+        unfamiliar camera) still gets a refining window on it. The FOV's rim, where flash
+        reflections shine, is left out."""
+        from scipy import ndimage
+
+        pixels = view.float().numpy()
+        size = pixels.shape[-1]
+        lit = ndimage.binary_erosion(pixels.max(0) > 0.15 * np.percentile(pixels.max(0), 95),
+                                     iterations=max(1, size // 24))
+        if not lit.any():
+            return None
+        brightness = ndimage.gaussian_filter(pixels.mean(0), sigma=size / 40)
+        row, col = np.unravel_index(np.where(lit, brightness, -np.inf).argmax(), lit.shape)
+        return ((col + 0.5) / size, (row + 0.5) / size)
 
     def merge(self, first, window, box, big):
         """The window's segmentation, background elsewhere: the first pass only aimed it (its

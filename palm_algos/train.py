@@ -46,6 +46,8 @@ class TrainConfig:
     workers: int = 0
     augment: bool = True  # off only for ablations and tests
     zoom: int = 1  # > 1: also learn the refining pass's view (fovea, disc); 1 = the paper's single pass
+    geometry: str = ""  # fov.GEOMETRIES; empty: the task's default ("fov" for fovea and disc)
+    colour: str = ""  # "standardise" | "none"; empty: the task's default
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, task: Task) -> "TrainConfig":
@@ -53,7 +55,9 @@ class TrainConfig:
         if self.zoom > 1 and not task.refines:
             raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
         return TrainConfig(**{**asdict(self), "arch": self.arch or task.default_arch,
-                              "input_size": self.input_size or task.default_input_size})
+                              "input_size": self.input_size or task.default_input_size,
+                              "geometry": self.geometry or task.default_geometry,
+                              "colour": self.colour or task.default_colour})
 
 
 def last_path(out: Path) -> Path:
@@ -94,10 +98,11 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     generator = seed_everything(config.seed + rank)
 
     model = task.build_model(config.arch, config.pretrained).to(device)
+    views = {"zoom": config.zoom, "geometry": config.geometry, "colour": config.colour}
     train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment,
-                            progress=progress and main_process, zoom=config.zoom)
+                            progress=progress and main_process, **views)
     val_set = CaseDataset(task, val_cases, config.input_size, train=False, progress=False,
-                          zoom=config.zoom) if val_cases else None
+                          **views) if val_cases else None
     sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
     batch_size = min(config.batch_size, len(train_set))
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
@@ -108,7 +113,7 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
                                       total_steps=max(1, config.epochs * len(loader)))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
-    meta = {"task": task.name, "arch": config.arch, "input_size": config.input_size, "zoom": config.zoom,
+    meta = {"task": task.name, "arch": config.arch, "input_size": config.input_size, **views,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "config": asdict(config),
             "train_cases": len(train_cases), "val_cases": len(val_cases)}
     start_epoch, history, best = 0, [], None

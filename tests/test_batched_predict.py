@@ -101,12 +101,10 @@ def test_a_batch_is_the_images_predicted_one_by_one(models, images, task):
     paths = sorted(images.iterdir())
     alone = [predictor.predict(p) for p in paths]
     passes.clear()
-    from palm_algos.predict import model_views
-
-    views = [model_views(predictor.read(p)[0], predictor.input_size, predictor.zoom) for p in paths]
+    views = [predictor.views(predictor.read(p)) for p in paths]
     big = torch.stack([v[1] for v in views]) if predictor.zoom > 1 else None
-    batched = [predictor.decode(out, predictor.read(p)[1])
-               for out, p in zip(predictor.outputs(torch.stack([v[0] for v in views]), big, paths), paths)]
+    batched = [predictor.decode(out, v[2])
+               for out, v in zip(predictor.outputs(torch.stack([v[0] for v in views]), big, paths), views)]
     assert passes[0] == len(paths)  # one batch
     assert len(passes) == predictor.zoom  # the refining pass: one more batch
     for single, together in zip(alone, batched):

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from palm_algos import serve
+from palm_algos.fov import as_frame
 from palm_algos.imageio import ImageError, read_image, write_mha_image
 
 
@@ -39,8 +40,13 @@ class FakePredictor:
             raise ValueError("shape mismatch deep inside the model")
         return list(images)
 
-    def decode(self, image: Path, size: tuple[int, int]):
-        w, h = size
+    def views(self, photo, image=None):
+        from palm_algos.data import model_views
+
+        return model_views(photo, self.input_size, self.zoom)
+
+    def decode(self, image: Path, frame):
+        w, h = as_frame(frame).size
         if self.task == "classification":
             return 0.25
         if self.task == "fovea":

@@ -1,0 +1,170 @@
+"""Camera-independent geometry and colour: the fundus field of view.
+
+Every fundus camera shows the retina as a lit disc (often cut by the image's top and bottom)
+on a dark border, but cameras differ in where that disc lies, how large it is in pixels, and
+in colour and brightness. A model that sees the field of view (FOV) at one fixed diameter,
+with its colours standardised inside it, sees every camera alike.
+
+``Frame`` is the box of the original image that fills the network's square input: the FOV's
+bounding square (padded with black where it leaves the image), or, where no FOV is found,
+the whole image squashed to a square (the models' path before FOVs). Every output is mapped
+back through the same frame, so positions and masks stay in original pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GEOMETRIES = ("fov", "squash")  # a checkpoint's "geometry": FOV crop, or the whole image squashed
+COLOURS = ("standardise", "none")  # a checkpoint's "colour": standardised in the FOV, or as decoded
+FIND_SIDE = 256  # the FOV is found on a copy this size (longer side): fast, and a px is 1/256
+LIT = 0.15  # a pixel is lit when its brightest channel exceeds this share of the bright level
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The box (left, top, width, height, in original pixels) that the model's square input
+    shows, of an image of original ``size`` (w, h); ``fov`` tells whether it is a found FOV."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    size: tuple[int, int]
+    fov: bool = False
+
+    @classmethod
+    def whole(cls, size: tuple[int, int]) -> "Frame":
+        return cls(0.0, 0.0, float(size[0]), float(size[1]), (int(size[0]), int(size[1])))
+
+    def normalised(self, x: float, y: float) -> tuple[float, float]:
+        """Original pixel (x, y) -> (u, v) in [0, 1] of the input (pixel centres at integers)."""
+        return ((x + 0.5 - self.left) / self.width, (y + 0.5 - self.top) / self.height)
+
+    def original(self, u: float, v: float) -> tuple[float, float]:
+        """The inverse of ``normalised``."""
+        return (u * self.width + self.left - 0.5, v * self.height + self.top - 0.5)
+
+    def in_view(self, x: float, y: float) -> bool:
+        u, v = self.normalised(x, y)
+        return 0 <= u <= 1 and 0 <= v <= 1
+
+
+def as_frame(frame_or_size) -> Frame:
+    """A Frame as it is, or an original (w, h) size as the whole-image frame."""
+    return frame_or_size if isinstance(frame_or_size, Frame) else Frame.whole(frame_or_size)
+
+
+def find_fov(rgb: np.ndarray) -> tuple[float, float, float] | None:
+    """The field of view as a circle (cx, cy, radius) in ``rgb``'s pixels, or None.
+
+    The lit region is thresholded on the brightest channel, and a circle is fitted to its
+    border where it does not touch the image edge (so a FOV cut at top and bottom is found
+    too). None where there is no dark border to fit (the photograph is all retina) or the
+    circle does not explain the lit region.
+    """
+    from scipy import ndimage
+
+    h, w = rgb.shape[:2]
+    step = max(1, round(max(h, w) / FIND_SIDE))
+    small = rgb[::step, ::step].max(axis=2).astype(np.float32)
+    bright = np.percentile(small, 95)
+    if bright < 8:
+        return None  # a black picture
+    lit = ndimage.binary_opening(small > max(4.0, LIT * bright), iterations=2)
+    labels, count = ndimage.label(lit)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    lit = ndimage.binary_fill_holes(labels == sizes.argmax())
+    border = lit & ~ndimage.binary_erosion(lit)
+    border[:2, :] = border[-2:, :] = border[:, :2] = border[:, -2:] = False  # the image edge is no FOV edge
+    ys, xs = np.nonzero(border)
+    if len(xs) < 20:
+        return None
+    circle = None
+    for _ in range(3):  # least squares (Kasa), then again without the points that fit worst
+        a = np.stack([xs, ys, np.ones_like(xs)], 1).astype(np.float64)
+        b = (xs.astype(np.float64) ** 2 + ys.astype(np.float64) ** 2)
+        (p, q, r), *_ = np.linalg.lstsq(a, b, rcond=None)
+        cx, cy = p / 2, q / 2
+        radius = np.sqrt(max(r + cx * cx + cy * cy, 0.0))
+        circle = (cx, cy, radius)
+        residual = np.abs(np.hypot(xs - cx, ys - cy) - radius)
+        keep = residual <= max(2.0, np.percentile(residual, 80))
+        if keep.all() or keep.sum() < 20:
+            break
+        xs, ys = xs[keep], ys[keep]
+    cx, cy, radius = circle
+    sh, sw = small.shape
+    if not (0.3 * min(sh, sw) <= radius <= 0.8 * max(sh, sw)) or not (0 <= cx < sw and 0 <= cy < sh):
+        return None
+    yy, xx = np.mgrid[:sh, :sw]
+    disc = np.hypot(xx - cx, yy - cy) <= radius
+    overlap = (disc & lit).sum() / max(1, (disc | lit).sum())
+    if overlap < 0.9:
+        return None
+    return ((cx + 0.5) * step - 0.5, (cy + 0.5) * step - 0.5, radius * step)
+
+
+def frame_for(rgb: np.ndarray, size: tuple[int, int], geometry: str) -> Frame:
+    """The frame a model of ``geometry`` reads of a decoded image ``rgb`` (possibly reduced)
+    whose original size is ``size``. The box is whole pixels of ``rgb``, so cropping is exact."""
+    if geometry == "squash":
+        return Frame.whole(size)
+    circle = find_fov(rgb)
+    if circle is None:
+        return Frame.whole(size)
+    cx, cy, radius = circle
+    side = max(1, round(2 * radius))
+    left, top = round(cx + 0.5 - side / 2), round(cy + 0.5 - side / 2)
+    sx, sy = size[0] / rgb.shape[1], size[1] / rgb.shape[0]
+    return Frame(left * sx, top * sy, side * sx, side * sy, (int(size[0]), int(size[1])), fov=True)
+
+
+def crop(array: np.ndarray, frame: Frame) -> np.ndarray:
+    """The part of ``array`` (H, W[, C], any scale of the original) that ``frame`` shows,
+    padded with zeros where the box leaves the image."""
+    h, w = array.shape[:2]
+    sx, sy = w / frame.size[0], h / frame.size[1]
+    left, top = round(frame.left * sx), round(frame.top * sy)
+    right, bottom = left + max(1, round(frame.width * sx)), top + max(1, round(frame.height * sy))
+    if left >= 0 and top >= 0 and right <= w and bottom <= h:
+        return array[top:bottom, left:right]
+    out = np.zeros((bottom - top, right - left) + array.shape[2:], dtype=array.dtype)
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
+    if x1 > x0 and y1 > y0:
+        out[y0 - top : y1 - top, x0 - left : x1 - left] = array[y0:y1, x0:x1]
+    return out
+
+
+def paste(part: np.ndarray, frame: Frame) -> np.ndarray:
+    """The inverse of ``crop`` at original size: ``part`` (the frame's box resampled to whole
+    original pixels) placed in an original-size array of zeros, cut where the box leaves it."""
+    w, h = frame.size
+    left, top = round(frame.left), round(frame.top)
+    out = np.zeros((h, w) + part.shape[2:], dtype=part.dtype)
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + part.shape[1], w), min(top + part.shape[0], h)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = part[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
+
+
+def standardise(image: np.ndarray, spread: float = 48.0) -> np.ndarray:
+    """Colour standardised inside the field of view: each channel's lit pixels moved to mean
+    128 and standard deviation ``spread`` (uint8 (H, W, 3) in and out). A dark camera, a
+    bright one and a red-tinted one then look alike; the dark border stays dark."""
+    pixels = image.reshape(-1, 3).astype(np.float32)
+    brightest = pixels.max(axis=1)
+    level = np.percentile(brightest, 95) if len(brightest) else 0
+    lit = brightest > max(4.0, LIT * level)
+    if lit.sum() < 16:
+        return image
+    mean, std = pixels[lit].mean(0), pixels[lit].std(0) + 1.0
+    out = (pixels - mean) / std * spread + 128
+    out[~lit] = 0
+    return np.clip(out, 0, 255).astype(np.uint8).reshape(image.shape)

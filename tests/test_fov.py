@@ -1,0 +1,195 @@
+"""The field of view (issue 23): found on real photographs of every data set and on synthetic
+fields cut by the image edge; original pixels -> network input -> original pixels within 1 px
+for points and masks; the disc's first-pass fallback on an image where the first pass misses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from palm_algos.cases import Case, read_cases
+from palm_algos.data import model_views, prepare_image
+from palm_algos.fov import Frame, crop, find_fov, frame_for, paste, standardise
+from palm_algos.imageio import read_image
+from palm_algos.predict import Predictor
+from palm_algos.tasks import get_task
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FOVEA, DISC = get_task("fovea"), get_task("disc")
+
+
+def fundus(size, centre, radius, spot=None, disc=None, seed=0) -> np.ndarray:
+    """A synthetic photograph: a lit, shaded, noisy field of view of ``radius`` at ``centre``
+    (cut where it leaves the image) on a black border; a white square ``spot`` (1/64 of the
+    width, centred on that pixel) and a bright ``disc`` = (x, y, r) where given."""
+    w, h = size
+    yy, xx = np.mgrid[:h, :w]
+    rng = np.random.default_rng(seed)
+    r = np.hypot(xx - centre[0], yy - centre[1]) / radius
+    image = (np.clip(1.1 - 0.5 * r**2, 0, None)[..., None] * [180, 80, 30] * (r <= 1)[..., None])
+    image += rng.normal(0, 3, image.shape) * (r <= 1)[..., None]
+    if disc is not None:
+        image[np.hypot(xx - disc[0], yy - disc[1]) <= disc[2]] = [250, 220, 170]
+    if spot is not None:
+        x, y = spot
+        half = max(4, w // 128)
+        image[y - half : y + half + 1, x - half : x + half + 1] = 255
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size, centre, radius", [
+    ((600, 400), (300, 200), 250),      # cut at top and bottom (DRIONS-like)
+    ((4288, 2848), (2150, 1420), 1700),  # IDRiD-like, cut at top and bottom
+    ((512, 512), (256, 256), 240),      # the whole circle inside (PALM-like)
+    ((900, 700), (520, 330), 300),      # off-centre
+    ((800, 600), (400, 380), 360),      # cut on three sides
+])
+def test_a_synthetic_field_of_view_is_found_also_when_cut_by_the_image_edge(size, centre, radius):
+    found = find_fov(fundus(size, centre, radius))
+    assert found is not None
+    cx, cy, r = found
+    tolerance = 0.01 * max(size) + 1  # the finder works on a copy of about 256 px
+    assert abs(cx - centre[0]) <= tolerance and abs(cy - centre[1]) <= tolerance and abs(r - radius) <= tolerance
+
+
+def test_no_field_of_view_where_there_is_no_dark_border_or_no_light():
+    lit = np.full((300, 400, 3), 120, np.uint8)
+    assert find_fov(lit) is None  # all retina: nothing to fit
+    assert find_fov(np.zeros((300, 400, 3), np.uint8)) is None
+    assert frame_for(lit, (4000, 3000), "fov") == Frame.whole((4000, 3000))  # today's path
+
+
+SOURCES = {  # folder, images checked, expected FOV diameter / image width
+    "idrid": ("idrid/images", 8, (0.75, 0.85)),
+    "drishti-gs1": ("drishti-gs1/Training/images", 8, (0.78, 1.02)),
+    "drions": ("drions-sample/images", 8, (0.85, 0.95)),
+    "palm224": ("palm224/PALM-Training400", 8, (0.95, 1.03)),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_field_of_view_is_found_on_real_photographs_of_every_data_set(source):
+    folder, count, (low, high) = SOURCES[source]
+    if not (DATA / folder).is_dir():
+        pytest.skip(f"{DATA / folder} is absent (the shared data sets are not in a fresh clone)")
+    paths = sorted((DATA / folder).glob("*.jpg"))[:: 5][:count]
+    for path in paths:
+        rgb, size = read_image(path, min_side=256)
+        circle = find_fov(rgb)
+        assert circle is not None, path
+        cx, cy, r = circle
+        assert low <= 2 * r / rgb.shape[1] <= high, (path, 2 * r / rgb.shape[1])
+        assert abs(cx / rgb.shape[1] - 0.5) < 0.08, path  # these cameras centre the field of view
+        frame = frame_for(rgb, size, "fov")
+        assert frame.fov and math.isclose(frame.width, frame.height, rel_tol=0.02)
+
+
+@pytest.mark.parametrize("size, centre, radius, spot", [
+    ((4288, 2848), (2150, 1420), 1700, (3100, 900)),
+    ((600, 400), (300, 200), 250, (120, 330)),
+    ((2124, 2056), (1062, 1028), 1000, (1500, 1700)),
+])
+def test_a_point_goes_to_the_network_input_and_back_within_one_pixel(tmp_path, size, centre, radius, spot):
+    path = tmp_path / "photo.png"
+    Image.fromarray(fundus(size, centre, radius, spot=spot)).save(path)
+    case = Case(name="photo", image=path, size=size, fovea=(float(spot[0]), float(spot[1])))
+    s = 256
+    image, frame = prepare_image(path, s, "fov")
+    assert frame.fov
+    target = FOVEA.target(case, s, frame)  # input pixels
+    grey = image.float().mean(0)
+    ys, xs = torch.nonzero(grey >= 0.9 * grey.max(), as_tuple=True)
+    assert np.allclose([xs.float().mean(), ys.float().mean()], target[0].tolist(), atol=1.0)
+    back = FOVEA.decode(FOVEA.to_tensor(target), frame)
+    assert np.allclose(back, case.fovea, atol=1.0)
+    assert np.allclose(frame.original(*frame.normalised(*case.fovea)), case.fovea, atol=1e-9)
+
+
+@pytest.mark.parametrize("size, centre, radius, disc", [
+    ((600, 400), (300, 200), 250, (420, 180, 40)),
+    ((2124, 2056), (1062, 1028), 1000, (700, 1100, 150)),
+])
+def test_a_disc_mask_goes_to_the_network_input_and_back_within_one_pixel(size, centre, radius, disc):
+    rgb = fundus(size, centre, radius)
+    w, h = size
+    yy, xx = np.mgrid[:h, :w]
+    truth = np.hypot(xx - disc[0], yy - disc[1]) <= disc[2]
+    frame = frame_for(rgb, size, "fov")
+    s = 256
+    view = torch.from_numpy(crop(truth, frame)).float()[None, None]
+    view = torch.nn.functional.interpolate(view, size=(s, s), mode="bilinear", align_corners=False)[0, 0]
+    logits = torch.stack([0.5 - view, view - 0.5]) * 20  # the model's two classes, disc where the mask is
+    mask = DISC.decode(logits, frame)
+    assert mask.shape == truth.shape
+    rows, cols = np.nonzero(mask)
+    assert abs(cols.mean() - disc[0]) <= 1 and abs(rows.mean() - disc[1]) <= 1
+    assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.97
+
+
+def test_crop_and_paste_are_inverses_where_the_box_leaves_the_image():
+    array = np.arange(40 * 60).reshape(40, 60)
+    frame = Frame(-10.0, -5.0, 70.0, 70.0, (60, 40), fov=True)
+    part = crop(array, frame)
+    assert part.shape == (70, 70) and (part[:5] == 0).all() and part[5, 10] == array[0, 0]
+    assert np.array_equal(paste(part, frame), array)
+
+
+def test_standardised_colours_agree_across_a_dark_and_a_bright_camera():
+    bright = fundus((400, 300), (200, 150), 180, disc=(260, 140, 20))
+    dark = (bright.astype(np.float32) * 0.35 * np.array([1.0, 0.8, 1.2])).astype(np.uint8)
+    a, b = standardise(bright).astype(float), standardise(dark).astype(float)
+    lit = bright.max(2) > 40
+    assert np.abs(a[lit] - b[lit]).mean() < 6  # one look, whatever the exposure and tint
+    assert (b[~(bright.max(2) > 0)] == 0).all()  # the border stays black
+
+
+class MissesOnTheFirstPass(torch.nn.Module):
+    """A disc model that misses on the first pass (an unfamiliar camera: nothing found) and
+    segments bright pixels on every later one (the refining window)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        bright = (batch.mean(1) > 1.2).float()  # normalised input: the white disc only
+        if self.calls == 1:
+            bright = torch.zeros_like(bright)
+        return torch.stack([1 - bright, bright], 1) * 8 - 4
+
+
+def test_the_disc_fallback_puts_the_refining_window_on_a_disc_the_first_pass_missed(tmp_path):
+    size, disc = (900, 700), (640, 300, 45)
+    path = tmp_path / "missed.png"
+    Image.fromarray(fundus(size, (450, 350), 330, disc=disc)).save(path)
+    meta = {"task": "disc", "arch": "test", "input_size": 128, "zoom": 2, "geometry": "fov", "colour": "none"}
+    predictor = Predictor(MissesOnTheFirstPass(), meta, torch.device("cpu"), tta=False)
+    first, big, frame = predictor.views(predictor.read(path))
+    centre = DISC.fallback_centre(first)
+    u, v = frame.normalised(disc[0], disc[1])
+    assert abs(centre[0] - u) < 0.03 and abs(centre[1] - v) < 0.03
+    mask = predictor.predict(path)
+    rows, cols = np.nonzero(mask)
+    assert len(rows) and abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+    assert predictor.model.calls == 2  # the first pass and the refining window
+
+
+def test_an_image_without_a_disc_keeps_an_empty_mask(tmp_path):
+    path = tmp_path / "nodisc.png"
+    Image.fromarray(fundus((900, 700), (450, 350), 330)).save(path)
+    meta = {"task": "disc", "arch": "test", "input_size": 128, "zoom": 2, "geometry": "fov", "colour": "none"}
+    predictor = Predictor(MissesOnTheFirstPass(), meta, torch.device("cpu"), tta=False)
+    assert not predictor.predict(path).any()
+
+
+def test_model_views_without_a_field_of_view_is_todays_squashed_image():
+    rgb = np.random.default_rng(0).integers(40, 200, (300, 400, 3), dtype=np.uint8)
+    first, big, frame = model_views((rgb, (400, 300)), 64, 1, "fov")
+    same, _, whole = model_views((rgb, (400, 300)), 64, 1, "squash")
+    assert torch.equal(first, same) and frame == whole == Frame.whole((400, 300)) and big is None

@@ -61,6 +61,22 @@ def _score_disc(cases, masks) -> dict:
 SCORES = {"classification": _score_classification, "fovea": _score_fovea, "disc": _score_disc}
 
 
+def disc_centre_errors(predictor: Predictor, cases) -> dict:
+    """The joint fovea model's disc-centre estimate (its second point) against the centroid of
+    each case's disc mask: how well it finds discs on cameras it never trained on."""
+    from palm_algos.tasks import _mask_centre
+
+    found, truth, sizes = [], [], []
+    for case in cases:
+        first, big, frame = predictor.views(predictor.read(case.image), case.image)
+        output = predictor.outputs(first[None], None if big is None else big[None], [case.image])[0]
+        found.append(frame.original(*output.reshape(-1)[2:4].tolist()))
+        truth.append(_mask_centre(case))
+        sizes.append(case.size)
+    norm = metrics.normalised_fovea_distances(found, truth, sizes)
+    return {"distance_normalised": metrics.summary(norm), "beyond_0.05": int((norm > 0.05).sum()), "cases": len(cases)}
+
+
 def score(task: str, cases, predictions) -> dict:
     return SCORES[task](cases, predictions)
 
@@ -83,6 +99,8 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--leave-one-source-out", "by_source", is_flag=True,
               help="Each fold is one --data source, trained on all the others (--folds is ignored).")
 @click.option("--extra-test", type=click.Path(path_type=Path), help="Also score the fold models on this folder (mean over folds).")
+@click.option("--disc-centre-test", multiple=True, type=click.Path(path_type=Path),
+              help="fovea, joint model: also score its disc-centre estimate on this folder of disc masks (repeatable).")
 @click.option("--folds", default=5)
 @click.option("--members", default=1, help="> 1: each fold's model is the ensemble of the MEMBERS models that "
                                           "`palm train --folds MEMBERS` trains on the fold's training part.")
@@ -106,7 +124,7 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
                                              "stopped mid-way goes on from its last epoch (palm train --resume).")
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, by_source, extra_test, folds, members, seeds, only_folds, epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, seed, workdir, reuse,
+def main(task, data, by_source, extra_test, disc_centre_test, folds, members, seeds, only_folds, epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, seed, workdir, reuse,
          resume, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
@@ -119,6 +137,7 @@ def main(task, data, by_source, extra_test, folds, members, seeds, only_folds, e
     splits = ([([c for j, other in enumerate(sources) if j != k for c in other], source)
                for k, source in enumerate(sources)] if by_source else kfold_splits(task_, cases, folds, seed))
     extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)] if extra_test else []
+    disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
     config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, geometry=geometry,
                          colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
     stem = (f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
@@ -165,7 +184,9 @@ def main(task, data, by_source, extra_test, folds, members, seeds, only_folds, e
             scores[name] = score(task, va, predictions)
             if extra_cases:
                 extra[name].append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
-        fold_records.append({"fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
+        recipe_model = variants[recipe]
+        centres = {d: disc_centre_errors(recipe_model, cs) for d, cs in disc_sources.items()}
+        fold_records.append({**({"disc_centre": centres} if centres else {}), "fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
                              "variants": {n: v for n, v in scores.items() if n != recipe}})
         print(json.dumps(fold_records[-1], default=float), flush=True)
         oof_cases += va
@@ -186,6 +207,8 @@ def main(task, data, by_source, extra_test, folds, members, seeds, only_folds, e
         "total_seconds": round(time.time() - started, 1),
         "torch_threads": torch.get_num_threads(),
     }
+    if disc_sources:  # the mean over the fold models
+        record["disc_centre_test"] = {d: _mean_scores([f["disc_centre"][d] for f in fold_records]) for d in disc_sources}
     if extra:
         record["extra_test"] = {"data": str(extra_test), "per_fold": extra[recipe],
                                 "variants": {n: _mean_scores(v) for n, v in extra.items()}}

@@ -194,9 +194,9 @@ ensure_venv() {
     local log=$WORK/venv.log t0=$(date +%s)
     mkdir -p "$WORK"; : >"$log"
     if [ ! -x "$PY" ]; then
-        command -v python3 >/dev/null || die "no python3: install Python 3.10+ (or set PALM_PYTHON)"
-        python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-            || die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); palm needs 3.10+ (or set PALM_PYTHON)"
+        command -v python3 >/dev/null || die "no python3: install Python 3.11+ (or set PALM_PYTHON)"
+        python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+            || die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); palm needs 3.11+ (or set PALM_PYTHON)"
         if ! python3 -c 'import ensurepip, venv' 2>/dev/null && command -v apt-get >/dev/null; then
             say "installing python3-venv (apt-get)"
             as_root apt-get update -qq
@@ -442,21 +442,15 @@ palm_in_container() {
 # The quick models: what `test` and `demo` run when models/ has no checkpoint. They learn the
 # synthetic example from scratch in 3 to 4 minutes for the three on 2 cores, and tests/test_containers.py
 # checks on held-back synthetic images that they did (AUC, Dice, fovea distance thresholds), so a
-# change that stops the models from learning fails `./build.sh test`.
+# change that stops the models from learning fails `./build.sh test`. Their recipes are
+# quick-<task> in palm_algos/recipes.toml (no pretraining; data root: quick_models' $1).
 QUICK_TRAIN=(--count 48 --size 256x256 --seed 0)    # their training images (palm data synth)
 QUICK_HELDOUT=(--count 24 --size 512x448 --seed 1)  # the demo's example: never trained on
-quick_recipe() {  # palm train options of task $1's quick model (no pretraining)
-    case $1 in
-        classification) echo --input-size 64 --epochs 20 --batch-size 16 ;;
-        fovea) echo --arch disc-fovea-heatmaps --input-size 128 --epochs 20 --batch-size 8 ;;
-        disc) echo --input-size 128 --epochs 20 --batch-size 8 ;;
-    esac
-}
 
 # Train the quick model of each task that models/ lacks into $1/<task>/<task>.pt (kept while its
-# recipe is unchanged; the recipe is stamped beside it), on synthetic images in $1/train.
+# recipe is unchanged: its palm commands are stamped beside it), on synthetic images in $1/train.
 quick_models() {
-    local out=$1 task opts recipe
+    local out=$1 task recipe train
     local seen="/work/${out#"$ROOT/build/"}"  # $out as palm_in_container "$ROOT/build" sees it
     mkdir -p "$out"
     [ -f "$out/train/labels.csv" ] || palm_in_container "$ROOT/build" data synth "$seen/train" "${QUICK_TRAIN[@]}" >/dev/null
@@ -465,13 +459,13 @@ quick_models() {
             mkdir -p "$out/from-models/$task"; cp -u "models/$task.pt" "$out/from-models/$task/$task.pt"
             continue
         fi
-        opts=$(quick_recipe "$task"); recipe="$opts ${QUICK_TRAIN[*]}"
+        train=(train --recipe "quick-$task" --data-root "$seen" --out "$seen/$task/$task.pt")
+        recipe="$(palm_in_container "$ROOT/build" "${train[@]}" --dry-run) ${QUICK_TRAIN[*]}" \
+            || die "palm train --recipe quick-$task --dry-run failed"
         [ -f "$out/$task/$task.pt" ] && [ "$(cat "$out/$task/recipe" 2>/dev/null)" = "$recipe" ] && continue
-        say "no models/$task.pt: training a quick $task model on synthetic images (palm train $task $opts, 1-2 min)"
+        say "no models/$task.pt: training a quick $task model on synthetic images (palm train --recipe quick-$task, 1-2 min)"
         rm -rf "$out/$task"; mkdir -p "$out/$task"
-        # shellcheck disable=SC2086  # the recipe is a list of options
-        palm_in_container "$ROOT/build" train "$task" --data "$seen/train" --out "$seen/$task/$task.pt" \
-            --pretrained none --val-fraction 0 $opts >"$out/train-$task.log" 2>&1 \
+        palm_in_container "$ROOT/build" "${train[@]}" >"$out/train-$task.log" 2>&1 \
             || { tail -20 "$out/train-$task.log" >&2; die "training the quick $task model failed"; }
         echo "$recipe" >"$out/$task/recipe"
     done

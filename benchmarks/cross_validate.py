@@ -7,6 +7,10 @@ package scores them. Writes a JSON record for docs/RESULTS.md.
 
     python benchmarks/cross_validate.py classification --data ../shared/data/palm224/PALM-Training400 \
         --folds 5 --epochs 12 --input-size 128 --out docs/results/classification.json
+
+or a named recipe of palm_algos/recipes.toml (the runs behind docs/RESULTS.md; run_cv.sh runs them):
+
+    python benchmarks/cross_validate.py --recipe cv-disc-seeds --data-root ../shared/data
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from evaluation import metrics
 from palm_algos.cases import read_cases
 from palm_algos.checkpoint import combine_checkpoints, load_checkpoint
 from palm_algos.predict import Predictor
+from palm_algos.recipes import command_line, given_options, options
 from palm_algos.tasks import get_task
 from palm_algos.train import TrainConfig, kfold_splits, last_path, train
 
@@ -64,6 +69,8 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
     trained with this very recipe."""
     state = load_checkpoint(last_path(ckpt))
     trained = {k: v for k, v in state["meta"]["config"].items() if k != "extra"}
+    if isinstance(trained.get("augment"), bool):  # recorded before the augmentation styles had names
+        trained["augment"] = "standard" if trained["augment"] else "none"
     wanted = {k: v for k, v in vars(config).items() if k != "extra"}
     if trained != wanted:
         raise SystemExit(f"{ckpt}: trained with another recipe ({trained}), not {wanted}")
@@ -71,8 +78,10 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 
 
 @click.command()
-@click.argument("task")
-@click.option("--data", required=True, type=click.Path(path_type=Path))
+@click.argument("task", required=False)
+@click.option("--recipe", "recipe_name", help="Run a named cv-* recipe of palm_algos/recipes.toml; options given here win over it.")
+@click.option("--data-root", type=click.Path(path_type=Path), help="With --recipe: the folder its data folders are relative to.")
+@click.option("--data", multiple=True, type=click.Path(path_type=Path), help="Data folder (repeat to combine folders).")
 @click.option("--extra-test", type=click.Path(path_type=Path), help="Also score the fold models on this folder (mean over folds).")
 @click.option("--folds", default=5)
 @click.option("--members", default=1, help="> 1: each fold's model is the ensemble of the MEMBERS models that "
@@ -87,6 +96,7 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--batch-size", default=16)
 @click.option("--lr", default=1e-3)
 @click.option("--arch", default="")
+@click.option("--augment", default="standard", help="The task's augmentation style (palm train --help).")
 @click.option("--seed", default=0)
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
 @click.option("--reuse", is_flag=True, help="Score the fold checkpoints already in --workdir instead of training "
@@ -94,17 +104,24 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--resume", is_flag=True, help="Continue a stopped run: fold models already trained are kept, one "
                                              "stopped mid-way goes on from its last epoch (palm train --resume).")
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
-@click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, extra_test, folds, members, seeds, only_folds, epochs, input_size, zoom, batch_size, lr, arch, seed, workdir, reuse,
-         resume, note, out):
+@click.option("--out", type=click.Path(path_type=Path))
+@click.pass_context
+def main(ctx, task, recipe_name, data_root, data, extra_test, folds, members, seeds, only_folds, epochs, input_size, zoom,
+         batch_size, lr, arch, augment, seed, workdir, reuse, resume, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
     model with TTA as the task's default has it (what `palm predict` runs)."""
+    if recipe_name:  # the recipe's command line, under the options given here
+        line = command_line(options(recipe_name, data_root, given_options(ctx, leave=("recipe_name", "data_root"))))
+        print(f"recipe {recipe_name}: cross_validate.py {' '.join(line)}", flush=True)
+        return main.main(line, standalone_mode=False)
+    if not task or not data or not out:
+        raise click.UsageError("give TASK, --data and --out (or a --recipe)")
     task_ = get_task(task)
-    cases = [c for c in read_cases(data).cases if task_.usable(c)]
+    cases = [c for folder in data for c in read_cases(folder).cases if task_.usable(c)]
     extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)] if extra_test else []
     config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
+                         batch_size=batch_size, lr=lr, seed=seed, augment=augment).resolved(task_)
     stem = f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
     oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
     # the variant that is the recipe: the largest model, with TTA as palm predict runs it by default
@@ -157,7 +174,7 @@ def main(task, data, extra_test, folds, members, seeds, only_folds, epochs, inpu
         pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(size)]), **pooled}
         extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(size)), []), **extra} if extra else extra
     record = {
-        "task": task, "data": str(data), "folds": folds, "members": members, **({"seeds": seeds} if seeds > 1 else {}),
+        "task": task, "data": str(data[0]) if len(data) == 1 else list(map(str, data)), "folds": folds, "members": members, **({"seeds": seeds} if seeds > 1 else {}),
         **({"only_folds": sorted(chosen)} if chosen else {}), **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "cross_validated": pooled[recipe],

@@ -92,10 +92,11 @@ def _target_centre(flat_inputs: list[Any], big: int) -> torch.Tensor | None:
 
 
 class CaseDataset(Dataset):
-    """Cases of one task, decoded once, augmented on the fly when ``train`` is set."""
+    """Cases of one task, decoded once, augmented on the fly when ``train`` is set (with the
+    task's ``augment`` style)."""
 
     def __init__(self, task: Task, cases: list[Case], input_size: int, train: bool, progress: bool = True,
-                 zoom: int = 1):
+                 zoom: int = 1, augment: str = "standard"):
         self.task, self.input_size = task, input_size
         self.images, self.targets = [], []
         stored = input_size * zoom
@@ -103,7 +104,7 @@ class CaseDataset(Dataset):
             image, _ = prepare_image(case.image, stored)
             self.images.append(tv_tensors.Image(image))
             self.targets.append(task.target(case, stored))
-        steps = task.augmentation() if train else [v2.ToDtype(torch.float32, scale=True)]
+        steps = task.augmentation(augment) if train else [v2.ToDtype(torch.float32, scale=True)]
         if zoom > 1:  # validation sees the first pass only
             steps = [ZoomView(input_size, p=0.5 if train else 0.0)] + steps
         self.transform = v2.Compose(steps)

@@ -57,6 +57,7 @@ class Task:
     metric_name: str  # the validation metric that selects the best epoch
     higher_is_better: bool = True
     refines: bool = False  # can learn the refining pass on a window of a larger image (--zoom > 1)
+    augmentations: tuple[str, ...] = ("standard",)  # the styles ``augmentation`` knows (--augment)
     stratifies: bool = False  # hold-outs and folds keep the label ratio
 
     def build_model(self, arch: str, pretrained: str | None) -> nn.Module:
@@ -76,8 +77,9 @@ class Task:
         """Ground truth in input coordinates (square, input_size px), as a tv_tensor when spatial."""
         raise NotImplementedError
 
-    def augmentation(self) -> list[v2.Transform]:
-        """Geometric and photometric transforms applied in training (uint8 image in, float out)."""
+    def augmentation(self, style: str = "standard") -> list[v2.Transform]:
+        """Geometric and photometric transforms applied in training (uint8 image in, float out),
+        in one of the task's ``augmentations`` styles."""
         raise NotImplementedError
 
     def to_tensor(self, target: Any) -> torch.Tensor:
@@ -131,7 +133,7 @@ class ClassificationTask(Task):
     def target(self, case, input_size):
         return int(case.label)
 
-    def augmentation(self):
+    def augmentation(self, style="standard"):
         return [v2.RandomRotation(30), v2.ToDtype(torch.float32, scale=True), RandomVarianceGaussianNoise()]
 
     def to_tensor(self, target):
@@ -182,7 +184,7 @@ class FoveaTask(Task):
         return tv_tensors.KeyPoints([[(x + 0.5) * input_size / w - 0.5, (y + 0.5) * input_size / h - 0.5]
                                      for x, y in points], canvas_size=(input_size, input_size), dtype=torch.float32)
 
-    def augmentation(self):
+    def augmentation(self, style="standard"):
         return [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.9, 1.1)),
                 v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
                 v2.ToDtype(torch.float32, scale=True)]
@@ -256,10 +258,15 @@ class DiscTask(Task):
         disc = v2.functional.resize(disc, [input_size, input_size], interpolation=v2.InterpolationMode.NEAREST)
         return tv_tensors.Mask(disc[0])
 
-    def augmentation(self):
+    augmentations = ("standard", "wide")
+
+    def augmentation(self, style="standard"):
+        # wide: for other cameras, larger shifts, scales and colour changes (docs/RESULTS.md)
+        wide = style == "wide"
         return [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
-                v2.RandomAffine(degrees=20, scale=(0.9, 1.1), translate=(0.05, 0.05)),
-                v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1, hue=0.02),
+                v2.RandomAffine(degrees=20, scale=(0.7, 1.15) if wide else (0.9, 1.1),
+                                translate=(0.2, 0.2) if wide else (0.05, 0.05)),
+                v2.ColorJitter(*((0.35, 0.35, 0.35, 0.05) if wide else (0.2, 0.2, 0.1, 0.02))),
                 v2.ToDtype(torch.float32, scale=True)]
 
     def to_tensor(self, target):

@@ -11,7 +11,8 @@ ROOT=$PWD
 TAG=${PALM_TAG:-latest}
 TASKS=(classification fovea disc)
 ALGOS=("${TASKS[@]}" all)            # algorithm images: one per task, and palm-all (every task in one)
-SLUG_ARGS=(PALM_INPUT_SLUG PALM_CLASSIFICATION_SLUG PALM_FOVEA_SLUG PALM_DISC_SLUG)  # build arguments of the algorithm images
+SLUG_ARGS=(PALM_INPUT_SLUG)        # build arguments of the algorithm images: the input slug, PALM_<TASK>_SLUG each
+for task in "${TASKS[@]}"; do SLUG_ARGS+=("PALM_${task^^}_SLUG"); done
 # The phase the end-to-end slug test imitates: palm-all built with these slugs, scored by kind.
 TEST_SLUGS=(--input-slug fundus-photo --classification-slug pm-likelihood --fovea-slug fovea-location
             --disc-slug disc-mask)

@@ -70,13 +70,11 @@ parse_slugs() {
     declare -A given=()
     while [ $# -gt 0 ]; do
         case $1 in
-            --input-slug|--classification-slug|--fovea-slug|--disc-slug)
-                [ $# -ge 2 ] || die "$1 needs a value"
-                opt=${1#--}; var=PALM_$(echo "${opt%-slug}" | tr a-z A-Z)_SLUG
-                given[$var]=$2; shift 2 ;;
-            --input-slug=*|--classification-slug=*|--fovea-slug=*|--disc-slug=*)
+            --*-slug|--*-slug=*)  # --input-slug, or --<task>-slug for each of TASKS
                 opt=${1%%=*}; opt=${opt#--}; var=PALM_$(echo "${opt%-slug}" | tr a-z A-Z)_SLUG
-                given[$var]=${1#*=}; shift ;;
+                [[ " ${SLUG_ARGS[*]} " == *" $var "* ]] || die "build: unknown option $1 (./build.sh help)"
+                if [[ $1 == *=* ]]; then given[$var]=${1#*=}; shift
+                else [ $# -ge 2 ] || die "$1 needs a value"; given[$var]=$2; shift 2; fi ;;
             *) die "build: unknown option $1 (./build.sh help)" ;;
         esac
     done

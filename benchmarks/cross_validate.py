@@ -8,6 +8,10 @@ package scores them. Writes a JSON record for docs/RESULTS.md.
     python benchmarks/cross_validate.py classification --data ../shared/data/palm224/PALM-Training400 \
         --folds 5 --epochs 12 --input-size 128 --out docs/results/classification.json
 
+or a named recipe of palm_algos/recipes.toml (the runs behind docs/RESULTS.md; run_cv.sh runs them):
+
+    python benchmarks/cross_validate.py --recipe cv-disc-seeds --data-root ../shared/data
+
 With several ``--data`` folders (sources: cameras), the folds pool their cases; with
 ``--leave-one-source-out`` each fold is one source instead, trained on all the others: how a
 model does on a camera it never saw (the protocol of docs/RESULTS.md's per-source table).
@@ -29,6 +33,7 @@ from evaluation import metrics
 from palm_algos.cases import read_cases
 from palm_algos.checkpoint import combine_checkpoints, load_checkpoint
 from palm_algos.predict import Predictor
+from palm_algos.recipes import command_line, given_options, options
 from palm_algos.tasks import get_task
 from palm_algos.train import TrainConfig, kfold_splits, last_path, train
 
@@ -86,6 +91,8 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
     trained with this very recipe."""
     state = load_checkpoint(last_path(ckpt))
     trained = {k: v for k, v in state["meta"]["config"].items() if k != "extra"}
+    if isinstance(trained.get("augment"), bool):  # recorded before the augmentation styles had names
+        trained["augment"] = "standard" if trained["augment"] else "none"
     wanted = {k: v for k, v in vars(config).items() if k != "extra"}
     if trained != wanted:
         raise SystemExit(f"{ckpt}: trained with another recipe ({trained}), not {wanted}")
@@ -93,8 +100,10 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 
 
 @click.command()
-@click.argument("task")
-@click.option("--data", required=True, multiple=True, type=click.Path(path_type=Path),
+@click.argument("task", required=False)
+@click.option("--recipe", "recipe_name", help="Run a named cv-* recipe of palm_algos/recipes.toml; options given here win over it.")
+@click.option("--data-root", type=click.Path(path_type=Path), help="With --recipe: the folder its data folders are relative to.")
+@click.option("--data", multiple=True, type=click.Path(path_type=Path),
               help="Data folder; repeat to pool several sources (cameras).")
 @click.option("--leave-one-source-out", "by_source", is_flag=True,
               help="Each fold is one --data source, trained on all the others (--folds is ignored).")
@@ -116,6 +125,7 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--batch-size", default=16)
 @click.option("--lr", default=1e-3)
 @click.option("--arch", default="")
+@click.option("--augment", default="standard", help="The task's augmentation style (palm train --help).")
 @click.option("--seed", default=0)
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
 @click.option("--reuse", is_flag=True, help="Score the fold checkpoints already in --workdir instead of training "
@@ -123,12 +133,19 @@ def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
 @click.option("--resume", is_flag=True, help="Continue a stopped run: fold models already trained are kept, one "
                                              "stopped mid-way goes on from its last epoch (palm train --resume).")
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
-@click.option("--out", required=True, type=click.Path(path_type=Path))
-def main(task, data, by_source, extra_test, disc_centre_test, folds, members, seeds, only_folds, epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, seed, workdir, reuse,
-         resume, note, out):
+@click.option("--out", type=click.Path(path_type=Path))
+@click.pass_context
+def main(ctx, task, recipe_name, data_root, data, by_source, extra_test, disc_centre_test, folds, members, seeds, only_folds,
+         epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, workdir, reuse, resume, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
     model with TTA as the task's default has it (what `palm predict` runs)."""
+    if recipe_name:  # the recipe's command line, under the options given here
+        line = command_line(options(recipe_name, data_root, given_options(ctx, leave=("recipe_name", "data_root"))))
+        print(f"recipe {recipe_name}: cross_validate.py {' '.join(line)}", flush=True)
+        return main.main(line, standalone_mode=False)
+    if not task or not data or not out:
+        raise click.UsageError("give TASK, --data and --out (or a --recipe)")
     task_ = get_task(task)
     sources = [[c for c in read_cases(folder).cases if task_.usable(c)] for folder in data]
     cases = [c for source in sources for c in source]
@@ -139,9 +156,10 @@ def main(task, data, by_source, extra_test, disc_centre_test, folds, members, se
     extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)] if extra_test else []
     disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
     config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, geometry=geometry,
-                         colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed).resolved(task_)
+                         colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         augment=augment).resolved(task_)
     stem = (f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
-            f"-{config.geometry}-{config.colour}")
+            f"-{config.geometry}-{config.colour}" + ("" if config.augment == "standard" else f"-{config.augment}"))
     oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
     # the variant that is the recipe: the largest model, with TTA as palm predict runs it by default
     if members > 1 and seeds > 1:

@@ -14,21 +14,13 @@ import torch
 
 from . import __version__
 from .errors import PalmError
+from .formats import TASKS
+from .torchfile import load_torch_file
 from .fov import COLOURS, GEOMETRIES
 
 
 class CheckpointError(PalmError):
     pass
-
-
-def load_torch_file(path: Path, what: str, error: type[PalmError] = PalmError) -> Any:
-    """``torch.load`` with ``weights_only=True`` (a file is data, never code), on the CPU; any
-    failure is one ``error`` line naming the file as ``what`` and the loader's first line."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling raises anything on a hostile file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise error(f"{path}: not a readable {what} ({first})") from None
 
 
 def save_checkpoint(path: Path, state_dict: dict, meta: dict[str, Any], **extra: Any) -> None:
@@ -55,8 +47,6 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
             or "task" not in ckpt["meta"]):
         raise CheckpointError(f"{path}: not a palm checkpoint (no state_dict/meta record)")
     meta = ckpt["meta"]
-    from .tasks import TASKS
-
     if not isinstance(meta["task"], str) or meta["task"] not in TASKS:
         raise CheckpointError(f"{path}: meta record: task {meta['task']!r} is not one of {', '.join(TASKS)}")
     if task is not None and meta["task"] != task:

@@ -46,9 +46,15 @@ def main():
 
 def _train_options(command):
     options = [
-        click.option("--data", "data_dirs", required=True, multiple=True, type=click.Path(path_type=Path),
+        click.option("--recipe", help="Train a named recipe of palm_algos/recipes.toml (final-TASK, quick-TASK: "
+                                      "task, data and options; a seed ensemble where it is one); options given "
+                                      "here win over the recipe's."),
+        click.option("--data-root", type=click.Path(path_type=Path),
+                     help="With --recipe: the folder its data folders are relative to (laid out like ../shared/data)."),
+        click.option("--dry-run", is_flag=True, help="With --recipe: print the palm commands it runs, and run none."),
+        click.option("--data", "data_dirs", multiple=True, type=click.Path(path_type=Path),
                      help="Data folder in any supported layout (repeat to combine folders)."),
-        click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint file to write."),
+        click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write."),
         click.option("--arch", default="", help="Architecture (default: the paper's network for the task)."),
         click.option("--pretrained", default="imagenet", show_default=True,
                      help="imagenet (torchvision weights API), none (from scratch) or a weights file."),
@@ -66,6 +72,8 @@ def _train_options(command):
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),
         click.option("--val-fraction", default=0.2, show_default=True, help="Hold-out share for validation; 0 trains on all."),
+        click.option("--augment", default="standard", show_default=True,
+                     help="The task's augmentation: standard, none, or another the task offers (disc: wide, for other cameras)."),
         click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out (writes one checkpoint per fold)."),
         click.option("--seed", default=0, show_default=True),
         click.option("--workers", default=0, show_default=True, help="DataLoader worker processes."),
@@ -77,16 +85,26 @@ def _train_options(command):
 
 
 @main.command("train")
-@click.argument("task", type=click.Choice(TASKS))
+@click.argument("task", required=False, type=click.Choice(TASKS))
 @_train_options
 @user_errors
-def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, geometry, colour, epochs, batch_size,
-                  lr, val_fraction, folds, seed, workers, resume):
-    """Train TASK (classification, fovea, disc) on one or more data folders.
+def train_command(task, recipe, data_root, dry_run, data_dirs, out, arch, pretrained, input_size, zoom, geometry, colour,
+                  epochs, batch_size, lr, val_fraction, augment, folds, seed, workers, resume):
+    """Train TASK (classification, fovea, disc) on one or more data folders, or a named --recipe.
+
+    `palm train --recipe final-disc --data-root ../shared/data --out models/disc.pt` trains the
+    documented disc models (--dry-run shows the commands).
 
     Multi-GPU / multi-node: run under torchrun, e.g.
     `torchrun --nproc-per-node 4 -m palm_algos.cli train disc ...`.
     """
+    if recipe:
+        return _train_recipe(click.get_current_context(), recipe, data_root, dry_run)
+    if not task or not data_dirs or not out:
+        missing = [name for name, value in (("TASK", task), ("--data", data_dirs), ("--out", out)) if not value]
+        raise click.UsageError(f"give {', '.join(missing)} (or a --recipe)")
+    if data_root or dry_run:
+        raise click.UsageError("--data-root and --dry-run go with --recipe")
     from .cases import read_cases
     from .tasks import get_task
     from .train import TrainConfig, holdout_split, kfold_splits, train
@@ -105,8 +123,8 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, geom
     if note := task_.left_out(cases):
         click.echo(note, err=True)
     config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, geometry=geometry,
-                         colour=colour, epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed, workers=workers).resolved(task_)
+                         colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers,
+                         augment=augment).resolved(task_)
     if folds:
         summary = []
         for k, (tr, va) in enumerate(kfold_splits(task_, usable, folds, seed)):
@@ -126,6 +144,30 @@ def train_command(task, data_dirs, out, arch, pretrained, input_size, zoom, geom
     result = train(task_, tr, va, config, out, resume=resume)
     click.echo(f"best: {json.dumps(result['best'])}")
     click.echo(f"checkpoint: {out}")
+
+
+def _train_recipe(ctx: click.Context, name: str, data_root: Path | None, dry_run: bool) -> None:
+    """Run (or with ``dry_run`` print) the `palm` commands of recipe ``name``, each parsed as
+    typed: what is printed is what is trained."""
+    import shlex
+
+    from .recipes import given_options, train_commands
+
+    given = given_options(ctx, leave=("recipe", "data_root", "dry_run"))
+    if "task" in given:
+        raise click.UsageError(f"give TASK or --recipe, not both (recipe {name} names its task)")
+    commands = train_commands(name, data_root, given)
+    for line in commands:  # each parses before any trains
+        try:
+            main.commands[line[0]].make_context(line[0], line[1:])
+        except click.UsageError as exc:
+            raise click.UsageError(f"recipe {name} is no palm {line[0]} command line: {exc.format_message()}") from None
+    for line in commands:
+        if dry_run:
+            click.echo(shlex.join(["palm", *line]))
+            continue
+        click.echo(f"recipe {name}: palm {shlex.join(line)}", err=True)
+        main.main(line, prog_name="palm", standalone_mode=False)
 
 
 @main.command("predict")

@@ -129,10 +129,11 @@ def _target_centre(flat_inputs: list[Any], big: int) -> torch.Tensor | None:
 
 
 class CaseDataset(Dataset):
-    """Cases of one task, decoded once, augmented on the fly when ``train`` is set."""
+    """Cases of one task, decoded once, augmented on the fly when ``train`` is set (with the
+    task's ``augment`` style)."""
 
     def __init__(self, task: Task, cases: list[Case], input_size: int, train: bool, progress: bool = True,
-                 zoom: int = 1, geometry: str = "squash", colour: str = "none"):
+                 zoom: int = 1, geometry: str = "squash", colour: str = "none", augment: str = "standard"):
         self.task, self.input_size = task, input_size
         self.images, self.targets = [], []
         stored = input_size * zoom
@@ -140,11 +141,11 @@ class CaseDataset(Dataset):
             image, frame = prepare_image(case.image, stored, geometry)
             self.images.append(tv_tensors.Image(image))
             self.targets.append(task.target(case, stored, frame))
-        steps = task.photometric() if train else []
+        steps = task.photometric(augment) if train else []
         steps += [Standardise()] if colour == "standardise" else []
         if zoom > 1:  # validation sees the first pass only
             steps += [ZoomView(input_size, p=0.5 if train else 0.0)]
-        steps += task.augmentation() if train else [v2.ToDtype(torch.float32, scale=True)]
+        steps += task.augmentation(augment) if train else [v2.ToDtype(torch.float32, scale=True)]
         self.transform = v2.Compose(steps)
 
     def __len__(self) -> int:

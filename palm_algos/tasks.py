@@ -84,6 +84,7 @@ class Task:
     metric_name: str  # the validation metric that selects the best epoch
     higher_is_better: bool = True
     refines: bool = False  # can learn the refining pass on a window of a larger image (--zoom > 1)
+    augmentations: tuple[str, ...] = ("standard",)  # the styles ``augmentation`` knows (--augment)
     stratifies: bool = False  # hold-outs and folds keep the label ratio
     # What the network sees of a photograph (fov.GEOMETRIES; "fov": the field of view at a fixed
     # diameter) and how its colours are shown ("standardise" in the FOV, or "none"); checkpoints
@@ -109,13 +110,14 @@ class Task:
         original image; None: the whole image), as a tv_tensor when spatial."""
         raise NotImplementedError
 
-    def photometric(self) -> list[v2.Transform]:
+    def photometric(self, style: str = "standard") -> list[v2.Transform]:
         """Training's colour, blur and compression changes on the uint8 stored image, before
         the colour standardising (other cameras); none by default."""
         return []
 
-    def augmentation(self) -> list[v2.Transform]:
-        """Transforms applied in training after ``photometric`` (uint8 image in, float out)."""
+    def augmentation(self, style: str = "standard") -> list[v2.Transform]:
+        """Transforms applied in training after ``photometric`` (uint8 image in, float out), in
+        one of the task's ``augmentations`` styles."""
         raise NotImplementedError
 
     def to_tensor(self, target: Any) -> torch.Tensor:
@@ -175,7 +177,7 @@ class ClassificationTask(Task):
     def target(self, case, input_size, frame=None):
         return int(case.label)
 
-    def augmentation(self):
+    def augmentation(self, style="standard"):
         return [v2.RandomRotation(30), v2.ToDtype(torch.float32, scale=True), RandomVarianceGaussianNoise()]
 
     def to_tensor(self, target):
@@ -227,11 +229,17 @@ class FoveaTask(Task):
         return tv_tensors.KeyPoints([[u * input_size - 0.5 for u in frame.normalised(x, y)] for x, y in points],
                                     canvas_size=(input_size, input_size), dtype=torch.float32)
 
-    def photometric(self):
-        return camera_augmentation()
+    augmentations = ("standard", "classic")
 
-    def augmentation(self):
-        return [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.8, 1.25)),
+    def photometric(self, style="standard"):
+        return [] if style == "classic" else camera_augmentation()
+
+    def augmentation(self, style="standard"):
+        # classic: the augmentation before the field of view (the records made then, docs/RESULTS.md)
+        classic = style == "classic"
+        return [v2.RandomHorizontalFlip(),
+                v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.9, 1.1) if classic else (0.8, 1.25)),
+                *([v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1)] if classic else []),
                 v2.ToDtype(torch.float32, scale=True)]
 
     def to_tensor(self, target):
@@ -303,12 +311,23 @@ class DiscTask(Task):
         disc = v2.functional.resize(disc, [input_size, input_size], interpolation=v2.InterpolationMode.NEAREST)
         return tv_tensors.Mask(disc[0])
 
-    def photometric(self):
-        return camera_augmentation()
+    augmentations = ("standard", "classic", "wide")
 
-    def augmentation(self):
+    def photometric(self, style="standard"):
+        return [] if style in ("classic", "wide") else camera_augmentation()
+
+    def augmentation(self, style="standard"):
+        # classic: the augmentation before the field of view; wide: classic with larger shifts,
+        # a zoom-out and stronger colour changes, the lead for other cameras then (docs/RESULTS.md)
+        if style == "standard":
+            return [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
+                    v2.RandomAffine(degrees=20, scale=(0.75, 1.33), translate=(0.05, 0.05)),
+                    v2.ToDtype(torch.float32, scale=True)]
+        wide = style == "wide"
         return [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
-                v2.RandomAffine(degrees=20, scale=(0.75, 1.33), translate=(0.05, 0.05)),
+                v2.RandomAffine(degrees=20, scale=(0.7, 1.15) if wide else (0.9, 1.1),
+                                translate=(0.2, 0.2) if wide else (0.05, 0.05)),
+                v2.ColorJitter(*((0.35, 0.35, 0.35, 0.05) if wide else (0.2, 0.2, 0.1, 0.02))),
                 v2.ToDtype(torch.float32, scale=True)]
 
     def to_tensor(self, target):

@@ -44,7 +44,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     workers: int = 0
-    augment: bool = True  # off only for ablations and tests
+    augment: str = "standard"  # the task's augmentation style (Task.augmentations); "none" for ablations and tests
     zoom: int = 1  # > 1: also learn the refining pass's view (fovea, disc); 1 = the paper's single pass
     geometry: str = ""  # fov.GEOMETRIES; empty: the task's default ("fov" for fovea and disc)
     colour: str = ""  # "standardise" | "none"; empty: the task's default
@@ -54,6 +54,8 @@ class TrainConfig:
         """The task's defaults filled in; settings the task cannot use are refused."""
         if self.zoom > 1 and not task.refines:
             raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
+        if self.augment not in (*task.augmentations, "none"):
+            raise PalmError(f"--augment {self.augment!r}: {task.name} has {', '.join(task.augmentations)} or none")
         return TrainConfig(**{**asdict(self), "arch": self.arch or task.default_arch,
                               "input_size": self.input_size or task.default_input_size,
                               "geometry": self.geometry or task.default_geometry,
@@ -99,8 +101,8 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
 
     model = task.build_model(config.arch, config.pretrained).to(device)
     views = {"zoom": config.zoom, "geometry": config.geometry, "colour": config.colour}
-    train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment,
-                            progress=progress and main_process, **views)
+    train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment != "none",
+                            progress=progress and main_process, augment=config.augment, **views)
     val_set = CaseDataset(task, val_cases, config.input_size, train=False, progress=False,
                           **views) if val_cases else None
     sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None

@@ -24,7 +24,7 @@ from palm_algos.predict import Predictor
 from palm_algos.tasks import RandomVarianceGaussianNoise, get_task
 from palm_algos.train import TrainConfig, holdout_split, kfold_splits, train
 
-TINY = dict(pretrained="none", input_size=64, batch_size=8, lr=1e-3, augment=False)
+TINY = dict(pretrained="none", input_size=64, batch_size=8, lr=1e-3, augment="none")
 
 
 def few_palm_cases(folder: Path, n: int = 8):

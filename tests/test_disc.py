@@ -100,7 +100,7 @@ def test_no_disc_gives_an_all_white_bmp(tmp_path):
 
 def test_tiny_real_training_run_and_prediction_at_original_size(drions, tmp_path):
     cases = read_cases(drions).cases[:6]
-    config = TrainConfig(pretrained="none", input_size=64, epochs=8, batch_size=6, lr=3e-4, augment=False)
+    config = TrainConfig(pretrained="none", input_size=64, epochs=8, batch_size=6, lr=3e-4, augment="none")
     result = train(TASK, cases, cases[:2], config, tmp_path / "d.pt", progress=False)
     losses = [r["train_loss"] for r in result["history"]]
     assert losses[-1] < losses[0]

@@ -137,7 +137,7 @@ def test_the_joint_loss_learns_the_disc_only_where_it_is_known():
 
 def test_tiny_real_training_run_on_idrid(idrid, tmp_path):
     cases = read_cases(idrid).cases[:6]
-    config = TrainConfig(pretrained="none", input_size=64, epochs=8, batch_size=6, lr=3e-4, augment=False)
+    config = TrainConfig(pretrained="none", input_size=64, epochs=8, batch_size=6, lr=3e-4, augment="none")
     result = train(TASK, cases, [], config, tmp_path / "f.pt", progress=False)
     losses = [r["train_loss"] for r in result["history"]]
     assert losses[-1] < losses[0]

@@ -52,3 +52,10 @@ def test_the_containers_entry_point_loads_no_cli_and_no_torch():
 def test_the_palm_command_loads_no_torch():
     loaded = _loaded_after("import palm_cli")
     assert "torch" not in loaded and {"palm_algos.cli", "evaluation.cli"} <= loaded
+
+
+def test_checkpoints_and_models_sit_below_the_tasks():
+    """No import circle: a checkpoint is read without the tasks or the networks (task names
+    come from formats, torch files from torchfile), and the networks without the checkpoints."""
+    assert not _loaded_after("import palm_algos.checkpoint") & {"palm_algos.tasks", "palm_algos.models"}
+    assert not _loaded_after("import palm_algos.models") & {"palm_algos.tasks", "palm_algos.checkpoint"}

@@ -15,24 +15,8 @@ from torch import nn
 from torchvision.models import ResNet34_Weights, resnet34
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from .blocks import DecoderBlock, conv_bn_relu
 from .pretrained import load_backbone
-
-
-def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-class DecoderBlock(nn.Module):
-    """deconv (x2) -> concat lateral -> conv -> conv."""
-
-    def __init__(self, cin: int, lateral: int, cout: int):
-        super().__init__()
-        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
-        self.convs = nn.Sequential(conv_bn_relu(cout + lateral, cout), conv_bn_relu(cout, cout))
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
-        x = self.up(x)
-        return self.convs(x if skip is None else torch.cat([x, skip], dim=1))
 
 
 class PyramidASPPUNet(nn.Module):

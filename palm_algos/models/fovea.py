@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import ResNet34_Weights, ResNet50_Weights, VGG19_BN_Weights, resnet34, resnet50, vgg19_bn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from .disc import DecoderBlock
+from .blocks import DecoderBlock
 from .pretrained import load_backbone
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from ..checkpoint import load_torch_file
+from ..torchfile import load_torch_file
 from ..errors import PalmError
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -288,6 +289,14 @@ def test_cli_evaluate_success_and_failure(truth, tmp_path):
                               "--ground-truth", str(truth), "--out", str(out)])
     assert ok.exit_code == 0, ok.output
     assert "AUC 1.0000" in ok.output and json.loads(out.read_text())["aggregates"]["disc"]["mean_dice"] == 1.0
+    assert ok.output.strip().splitlines()[-1] == f"wrote {out}"
+    for submission, written in ((tmp_path / "good", tmp_path / "good.metrics.json"),  # beside it, not inside
+                                (shutil.make_archive(str(tmp_path / "team"), "zip", tmp_path / "good"),
+                                 tmp_path / "team.metrics.json")):
+        default = runner.invoke(palm, ["evaluate", "--submission", str(submission), "--ground-truth", str(truth)])
+        assert default.exit_code == 0, default.output
+        assert default.output.strip().splitlines()[-1] == f"wrote {written}"
+        assert json.loads(written.read_text())["aggregates"]["classification"]["auc"] == 1.0
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "Classification_Results.csv").write_text(GOOD_RISK.replace("0.9", "x").replace("0.8", "2"))

@@ -1,6 +1,7 @@
 """The README stays true to the tree and to the commands: its Layout section lists what exists
 and every code folder and module there is, and every option a README command uses (`palm
-...`, `./build.sh ...`) is one that command's --help names. Fast: no torch, no training."""
+...`, `./build.sh ...`) is one that command's --help names; `palm train --help` names every
+network. Fast: no training."""
 
 from __future__ import annotations
 
@@ -130,3 +131,16 @@ def test_every_option_in_a_readme_command_exists():
                 if not re.search(re.escape(name) + r"(?![\w-])", text):
                     wrong.append(f"{program} {words} {name}")
     assert not wrong, f"README uses options that --help does not name: {sorted(set(wrong))}"
+
+
+def test_train_help_names_every_network():
+    """`--arch` lists its choices in words (the CLI imports no torch to print its help), so
+    a network added to a task must be added there too."""
+    pytest.importorskip("torch")
+    from palm_algos.formats import TASKS
+    from palm_algos.tasks import get_task
+
+    help_text = " ".join(palm_help("train").split()).replace("- ", "-")  # click wraps at hyphens
+    for task in TASKS:
+        for arch in get_task(task).archs:
+            assert re.search(rf"{task} [^;]*(?<![\w-]){re.escape(arch)}(?![\w-])", help_text), f"palm train --help: --arch lacks {task} {arch}"

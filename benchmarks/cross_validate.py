@@ -35,7 +35,8 @@ from palm_algos.checkpoint import combine_checkpoints, load_checkpoint
 from palm_algos.predict import Predictor
 from palm_algos.recipes import command_line, given_options, options
 from palm_algos.tasks import get_task
-from palm_algos.train import TrainConfig, kfold_splits, last_path, train
+from palm_algos.train import TrainConfig, history_path, kfold_splits, last_path, train
+from stamp import stamp
 
 
 def _score_classification(cases, risks) -> dict:
@@ -87,16 +88,30 @@ def score(task: str, cases, predictions) -> dict:
 
 
 def trained_seconds(ckpt: Path, config: TrainConfig) -> float:
-    """Training time of an existing fold checkpoint (sum of its epochs), after checking it was
-    trained with this very recipe."""
-    state = load_checkpoint(last_path(ckpt))
-    trained = {k: v for k, v in state["meta"]["config"].items() if k != "extra"}
+    """Training time of an existing fold checkpoint (the sum of its epochs in its
+    history.jsonl), after checking it was trained with this very recipe."""
+    trained = {k: v for k, v in load_checkpoint(ckpt)["meta"]["config"].items() if k != "extra"}
     if isinstance(trained.get("augment"), bool):  # recorded before the augmentation styles had names
         trained["augment"] = "standard" if trained["augment"] else "none"
     wanted = {k: v for k, v in vars(config).items() if k != "extra"}
     if trained != wanted:
         raise SystemExit(f"{ckpt}: trained with another recipe ({trained}), not {wanted}")
-    return sum(h["seconds"] for h in state["history"])
+    return sum(h["seconds"] for h in epochs_done(ckpt))
+
+
+def epochs_done(ckpt: Path) -> list[dict]:
+    """The epoch records of a checkpoint's history.jsonl; for a fold model trained before there
+    was one, those its .last.pt kept; none where it has neither."""
+    path = history_path(ckpt)
+    if path.is_file():
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    return load_checkpoint(last_path(ckpt))["history"] if last_path(ckpt).is_file() else []
+
+
+def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool:
+    """Whether a fold model still needs training: not with --reuse, nor with --resume once its
+    last epoch is done (a finished run keeps no .last.pt to resume from)."""
+    return not reuse and not (resume and len(epochs_done(ckpt)) == config.epochs and ckpt.is_file())
 
 
 @click.command()
@@ -179,7 +194,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, extra_test, disc_ce
             else:  # as train_final.sh's seed ensembles: all the training part, the last epoch, another seed
                 plans = [(tr, [], replace(config, seed=seed + j)) for j in range(seeds)]
             for path, (member_tr, member_va, member_config) in zip(paths, plans):
-                if not reuse:
+                if to_train(path, member_config, reuse, resume):
                     train(task_, member_tr, member_va, member_config, path, resume=resume, progress=False)
             seconds = (sum(trained_seconds(p, c) for p, (_, _, c) in zip(paths, plans)) if reuse or resume
                        else time.time() - t0)
@@ -190,7 +205,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, extra_test, disc_ce
                              "ensemble+tta": Predictor.load(ckpt, task=task, tta=True)})
         else:
             ckpt = workdir / f"{stem}-fold{k}.pt"
-            if not reuse:
+            if to_train(ckpt, config, reuse, resume):
                 train(task_, tr, [], config, ckpt, resume=resume, progress=False)  # no peeking: the last epoch
             seconds = trained_seconds(ckpt, config) if reuse or resume else time.time() - t0
             variants = {"single": Predictor.load(ckpt, task=task, tta=False),
@@ -224,6 +239,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, extra_test, disc_ce
         "mean_train_seconds_per_fold": round(float(np.mean([f["train_seconds"] for f in fold_records])), 1),
         "total_seconds": round(time.time() - started, 1),
         "torch_threads": torch.get_num_threads(),
+        "stamp": stamp(),
     }
     if disc_sources:  # the mean over the fold models
         record["disc_centre_test"] = {d: _mean_scores([f["disc_centre"][d] for f in fold_records]) for d in disc_sources}

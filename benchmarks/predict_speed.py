@@ -35,6 +35,7 @@ from palm_algos.checkpoint import combine_checkpoints, save_checkpoint
 from palm_algos.predict import BATCH_SIZE, Predictor, default_workers, predict_folder
 from palm_algos.synth import synth_case
 from palm_algos.tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
+from stamp import stamp
 
 FULL = (2124, 2056)
 RECIPES = {  # task -> (arch, input size, zoom, ensemble members): benchmarks/train_final.sh; TTA: the task's default
@@ -185,7 +186,7 @@ def main(images, tasks, batch_size, workers, memory, note, out, child_count):
                   "images": images, "image_size": list(FULL), "batch_size": batch_size, "workers": workers,
                   "rows": rows, "memory": {"recipe": f"{task} {arch} {input_size} px, zoom {zoom}, flip TTA",
                                            "image_size": list(MEMORY_IMAGE), "runs": memory_rows},
-                  "note": note}
+                  "note": note, "stamp": stamp()}
         out.write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stamp import describe
+
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 INTRO = RESULTS.parent / "RESULTS.intro.md"  # the prose around the tables, kept by hand
 
@@ -51,7 +53,12 @@ def section(title: str, columns: list[str], rows: list[list[str]], intro: str = 
             *map(line, rows), ""]
 
 
-FOLD_TIME, RECORD = "CPU min / fold: mean (fastest)", "record"
+FOLD_TIME, RECORD = "CPU min / fold: mean (fastest)", "record (its stamp where it has one: date, commit, device, torch)"
+
+
+def record_cell(r: dict) -> str:
+    """The record's file, and its stamp where it has one (records before the stamps have none)."""
+    return f"`{r['file']}`" + (f" ({describe(r)})" if describe(r) else "")
 
 
 def classification() -> list[str]:
@@ -60,7 +67,7 @@ def classification() -> list[str]:
         cv = r["cross_validated"]
         rows.append([recipe(r), str(r["folds"]), f"{cv['auc']:.4f}", f"{cv['auc_ci95'][0]:.4f} - {cv['auc_ci95'][1]:.4f}",
                      f"{cv['sensitivity_at_0.85_specificity']:.3f}", ", ".join(f"{f['auc']:.3f}" for f in r["per_fold"]),
-                     minutes(r), f"`{r['file']}`"])
+                     minutes(r), record_cell(r)])
     return section("Classification: PALM-Training400 (224 px copies), ResNet50 from scratch",
                    ["recipe", "folds", "pooled out-of-fold AUC", "95% CI (bootstrap)", "sensitivity at 0.85 specificity",
                     "per-fold AUC", FOLD_TIME, RECORD], rows)
@@ -72,7 +79,7 @@ def fovea() -> list[str]:
         px, norm = r["cross_validated"]["distance_px"], r["cross_validated"]["distance_normalised"]
         rows.append([r["config"]["arch"], recipe(r), f"{px['mean']:.1f}", f"{px['median']:.1f}", f"{norm['mean']:.4f}",
                      f"{norm['median']:.4f}", f"{r['cross_validated']['normalised_variance']:.5f}", minutes(r),
-                     f"`{r['file']}`"])
+                     record_cell(r)])
     return section("Fovea: IDRiD (69 images, 4288x2848), from scratch: the Table 1 rerun",
                    ["arch", "recipe", "mean distance (px)", "median (px)", "mean normalised", "median normalised",
                     "variance (normalised)", FOLD_TIME, RECORD], rows)
@@ -89,7 +96,7 @@ def disc() -> list[str]:
         extra = r.get("extra_test", {}).get("per_fold", [])
         drions = f"{sum(e['dice']['mean'] for e in extra) / len(extra):.4f}" if extra else "–"
         rows.append([recipe(r), str(r["folds"]), f"{cv['dice']['mean']:.4f}", f"{cv['dice']['median']:.4f}",
-                     f"{cv['dice']['std']:.4f}", f"{cv['presence_f1']:.3f}", drions, minutes(r), f"`{r['file']}`"])
+                     f"{cv['dice']['std']:.4f}", f"{cv['presence_f1']:.3f}", drions, minutes(r), record_cell(r)])
     return section("Optic disc: Drishti-GS1 training (50 images), DRIONS sample as a second test set, from scratch",
                    ["recipe", "folds", "out-of-fold mean Dice", "median", "std", "presence F1",
                     "DRIONS mean Dice (fold models, averaged)", FOLD_TIME, RECORD], rows)
@@ -143,7 +150,7 @@ def variants() -> list[str]:
                 cells.append(f"{name}: {value:.4f}")
             extra = r.get("extra_test", {}).get("variants", {})
             drions = ", ".join(f"{n}: {v['dice']['mean']:.4f}" for n, v in extra.items()) or "–"
-            rows.append([task, label, recipe(r), "; ".join(cells), drions, f"`{r['file']}`"])
+            rows.append([task, label, recipe(r), "; ".join(cells), drions, record_cell(r)])
     intro = ("Every variant of one record is scored from the same fold models: *single* is one model "
              "(for an ensemble record, each member scored alone, then averaged), *ensemble* the "
              "members' averaged output, *+tta* adds the mirror image (`palm predict --tta`).")
@@ -169,7 +176,8 @@ def speed() -> list[str]:
              "and writing the PALM files in threads. Bare = the network alone (ensemble and flip TTA included) "
              "on a ready batch of the same size, times the passes the pipeline ran per image (two with the "
              "refining pass). Ratio = end to end / bare; target >= 0.8 (above 1: measurement noise)."
-             + (f" Note: {record['note']}." if record.get("note") else ""))
+             + (f" Note: {record['note']}." if record.get("note") else "")
+             + (f" Recorded: {describe(record)}." if describe(record) else ""))
     lines = section("Prediction throughput: `palm predict` end to end vs. the bare batched forward pass",
                     ["task", "recipe", "passes", "predict img/s", "bare img/s", "ratio"], rows, intro)
     memory = record.get("memory", {})

@@ -7,6 +7,7 @@ the same way with exit status 2. Never a traceback.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -35,7 +36,9 @@ def _slug_options(command):
               help="PALM results (CSV files, Disc_Segmentation/): a folder or a .zip, also inside one team folder.")
 @click.option("--ground-truth", type=click.Path(path_type=Path),
               help="Ground truth folder or .zip: any layout `palm data inspect` reads, or label sheet + Disc_Masks/ without images.")
-@click.option("--out", type=click.Path(path_type=Path), help="Where to write metrics.json.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Where to write metrics.json (default: beside the submission, named after it: "
+                   "results/ -> results.metrics.json; with --gc: /output/metrics.json).")
 @click.option("--gc", is_flag=True, help="grand-challenge mode: read predictions.json and job outputs from --input.")
 @click.option("--input", "input_dir", type=click.Path(path_type=Path), default=Path("/input"), show_default=True,
               help="grand-challenge input folder (with --gc).")
@@ -54,16 +57,23 @@ def evaluate(submission, ground_truth, out, gc, input_dir, **slug_options):
             if submission is None or ground_truth is None:
                 raise click.UsageError("give --submission and --ground-truth (or --gc)")
             result = evaluate_palm(submission, ground_truth, progress=None)
-            if out:
-                write_metrics(result, out)
+            out = out or beside(submission)
+            write_metrics(result, out)
     except PalmError as exc:
         _fail(exc)
     for line in truth_lines(result):
         click.echo(line, err=True)
     for line in summary_lines(result):
         click.echo(line)
-    if out:
-        click.echo(f"wrote {out}")
+    click.echo(f"wrote {out}")
+
+
+def beside(submission: Path) -> Path:
+    """metrics.json's default place: next to the submission folder or zip, named after it (not
+    inside it: `palm leaderboard` would take a folder holding metrics.json as already scored)."""
+    submission = Path(os.path.abspath(submission))
+    name = submission.stem if submission.suffix.lower() == ".zip" else submission.name
+    return submission.with_name(f"{name}.metrics.json")
 
 
 @click.command()

@@ -18,6 +18,7 @@ import json
 import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -163,9 +164,10 @@ def build(
         if entry.result is not None:
             write_metrics(entry.result, out / "metrics" / f"{entry.name}.json")
     table.to_csv(out / "leaderboard.csv", index=False)
-    (out / "leaderboard.md").write_text(markdown(table, missing))
+    about = caption(ground_truth, datetime.now(timezone.utc))
+    (out / "leaderboard.md").write_text(markdown(table, missing, about, entries))
     note = "" if pictures or not gallery else "No case pictures: the ground truth has no images (palm leaderboard --images)."
-    (out / "leaderboard.html").write_text(html_page(table, entries, missing, note))
+    (out / "leaderboard.html").write_text(html_page(table, entries, missing, note, about))
     return table
 
 
@@ -180,18 +182,52 @@ def _cell(value) -> str:
     return str(value)
 
 
-def markdown(table: pd.DataFrame, missing: str) -> str:
-    header = "| " + " | ".join(table.columns) + " |"
+COLUMN_NAMES = {"rank": "Rank", "submission": "Submission", "mean_rank": "Mean task rank", "status": "Status"}
+METRIC_NAMES = {"auc": "AUC", "mean_distance": "mean distance (px)", "mean_dice": "mean Dice", "rank": "rank"}
+WARNINGS_SHOWN = 20  # per submission; metrics/<submission>.json holds them all
+
+
+def heading(column: str) -> str:
+    """A column of the table as a person reads it: 'fovea_mean_distance' -> 'Fovea mean distance (px)'
+    (leaderboard.csv keeps the names for programs)."""
+    if column in COLUMN_NAMES:
+        return COLUMN_NAMES[column]
+    task, _, metric = column.partition("_")
+    return f"{task.capitalize()} {METRIC_NAMES.get(metric, metric.replace('_', ' '))}"
+
+
+def caption(ground_truth: Path | None, when: datetime) -> str:
+    """When the board was scored and against which ground truth."""
+    truth = Path(ground_truth).name if ground_truth else "none given (scored metrics.json files only)"
+    return f"Scored {when:%Y-%m-%d %H:%M} UTC against the ground truth {truth}."
+
+
+def warnings_of(entries: list[Entry]) -> list[tuple[str, list[str]]]:
+    """(submission, its first warnings and how many more) for each scored submission that has any."""
+    found = []
+    for entry in entries:
+        warnings = [str(w) for w in (entry.result or {}).get("warnings") or []]
+        if warnings:
+            more = len(warnings) - WARNINGS_SHOWN
+            found.append((entry.name, warnings[:WARNINGS_SHOWN] + ([f"... and {more} more"] if more > 0 else [])))
+    return found
+
+
+def markdown(table: pd.DataFrame, missing: str, about: str = "", entries: list[Entry] = ()) -> str:
+    header = "| " + " | ".join(heading(c) for c in table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     rows = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in table.itertuples(index=False)]
     note = f"\nOverall rank = rank of the mean task rank (ties averaged); missing tasks: {missing}.\n"
-    return "# PALM leaderboard\n\n" + "\n".join([header, rule, *rows]) + "\n" + note
+    warnings = "".join(f"\n## Warnings: {name}\n\n" + "".join(f"- {w}\n" for w in lines)
+                       for name, lines in warnings_of(list(entries)))
+    return "# PALM leaderboard\n\n" + (f"{about}\n\n" if about else "") + "\n".join([header, rule, *rows]) + "\n" + note + warnings
 
 
-def html_page(table: pd.DataFrame, entries: list[Entry], missing: str, gallery_note: str = "") -> str:
-    """One page: the table and the plots as base64 PNG, then each submission's cases, whose
-    pictures are files beside the page (gallery/); no request leaves the folder."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+def html_page(table: pd.DataFrame, entries: list[Entry], missing: str, gallery_note: str = "", about: str = "") -> str:
+    """One page: the table, the evaluation's warnings, the plots as base64 PNG, then each
+    submission's cases, whose pictures are files beside the page (gallery/); no request leaves
+    the folder."""
+    head = "".join(f"<th>{html.escape(heading(c))}</th>" for c in table.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in table.itertuples(index=False)
     )
@@ -200,6 +236,10 @@ def html_page(table: pd.DataFrame, entries: list[Entry], missing: str, gallery_n
                           for title, png in plots(entries))
     except ImportError:
         figures = "<p>Plots need matplotlib (pip install palm[plots]).</p>"
+    warnings = "".join(f"<h3>{html.escape(name)}</h3><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in lines) + "</ul>"
+                       for name, lines in warnings_of(entries))
+    if warnings:
+        warnings = f"<h2>Warnings</h2>{warnings}"
     cases = "".join(gallery_html(e.name, e.result, e.worst) for e in entries if e.result is not None)
     if gallery_note:
         cases = f"<p>{html.escape(gallery_note)}</p>{cases}"
@@ -208,9 +248,9 @@ def html_page(table: pd.DataFrame, entries: list[Entry], missing: str, gallery_n
              "table.sortable th{cursor:pointer;background:#eee}")
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>PALM leaderboard</title><style>{style}</style></head>"
-        f"<body><h1>PALM leaderboard</h1><table><tr>{head}</tr>{body}</table>"
+        f"<body><h1>PALM leaderboard</h1><p>{html.escape(about)}</p><table><tr>{head}</tr>{body}</table>"
         f"<p>Overall rank = rank of the mean task rank (ties averaged); missing tasks: {html.escape(missing)}.</p>"
-        f"{figures}{cases}<script>{SORT_SCRIPT}</script></body></html>\n"
+        f"{warnings}{figures}{cases}<script>{SORT_SCRIPT}</script></body></html>\n"
     )
 
 

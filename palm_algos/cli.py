@@ -55,7 +55,9 @@ def _train_options(command):
         click.option("--data", "data_dirs", multiple=True, type=click.Path(path_type=Path),
                      help="Data folder in any supported layout (repeat to combine folders)."),
         click.option("--out", type=click.Path(path_type=Path), help="Checkpoint file to write."),
-        click.option("--arch", default="", help="Architecture (default: the paper's network for the task)."),
+        click.option("--arch", default="", help="Network (default: the paper's, first below): classification resnet50; "
+                                                "fovea vgg19-fused, vgg19, resnet50, disc-fovea-heatmaps; "
+                                                "disc resnet34-aspp-unet."),
         click.option("--pretrained", default="imagenet", show_default=True,
                      help="imagenet (torchvision weights API), none (from scratch) or a weights file."),
         click.option("--input-size", default=0, help="Square input size in px (default: the task's)."),
@@ -74,10 +76,13 @@ def _train_options(command):
         click.option("--val-fraction", default=0.2, show_default=True, help="Hold-out share for validation; 0 trains on all."),
         click.option("--augment", default="standard", show_default=True,
                      help="The task's augmentation: standard, none, or another the task offers (disc: wide, for other cameras)."),
-        click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out (writes one checkpoint per fold)."),
+        click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out: writes OUT.foldK.pt "
+                                                "per fold and OUT, the ensemble of the K fold models."),
         click.option("--seed", default=0, show_default=True),
         click.option("--workers", default=0, show_default=True, help="DataLoader worker processes."),
-        click.option("--resume", is_flag=True, help="Continue from <out>.last.pt."),
+        click.option("--resume", is_flag=True, help="Continue from <out>.last.pt (left by a run that stopped early)."),
+        click.option("--keep-last", is_flag=True, help="Keep <out>.last.pt (weights, optimiser, schedule; 3x the "
+                                                       "model's size) after the last epoch, to train on with --resume."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -89,11 +94,14 @@ def _train_options(command):
 @_train_options
 @user_errors
 def train_command(task, recipe, data_root, dry_run, data_dirs, out, arch, pretrained, input_size, zoom, geometry, colour,
-                  epochs, batch_size, lr, val_fraction, augment, folds, seed, workers, resume):
+                  epochs, batch_size, lr, val_fraction, augment, folds, seed, workers, resume, keep_last):
     """Train TASK (classification, fovea, disc) on one or more data folders, or a named --recipe.
 
     `palm train --recipe final-disc --data-root ../shared/data --out models/disc.pt` trains the
     documented disc models (--dry-run shows the commands).
+
+    Writes OUT (the best epoch; the last without validation) and OUT.history.jsonl (one JSON
+    line per epoch).
 
     Multi-GPU / multi-node: run under torchrun, e.g.
     `torchrun --nproc-per-node 4 -m palm_algos.cli train disc ...`.
@@ -128,7 +136,8 @@ def train_command(task, recipe, data_root, dry_run, data_dirs, out, arch, pretra
     if folds:
         summary = []
         for k, (tr, va) in enumerate(kfold_splits(task_, usable, folds, seed)):
-            result = train(task_, tr, va, config, out.with_suffix(f".fold{k}.pt"), resume=resume)
+            result = train(task_, tr, va, config, out.with_suffix(f".fold{k}.pt"), resume=resume,
+                           keep_last=keep_last)
             summary.append(result["best"])
             click.echo(f"fold {k}: " + json.dumps(result["best"]))
         metric = f"val_{task_.metric_name}"
@@ -141,7 +150,7 @@ def train_command(task, recipe, data_root, dry_run, data_dirs, out, arch, pretra
             click.echo(f"checkpoint: {out} (the ensemble of the {folds} fold models)")
         return
     tr, va = holdout_split(task_, usable, val_fraction, seed)
-    result = train(task_, tr, va, config, out, resume=resume)
+    result = train(task_, tr, va, config, out, resume=resume, keep_last=keep_last)
     click.echo(f"best: {json.dumps(result['best'])}")
     click.echo(f"checkpoint: {out}")
 

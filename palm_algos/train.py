@@ -4,13 +4,15 @@
 
 CPU or CUDA is picked automatically, with mixed precision on CUDA; under ``torchrun`` the
 model is wrapped in DistributedDataParallel (NCCL on GPUs, gloo on CPUs). Every epoch
-writes ``<out>.last.pt`` (weights, optimiser and schedule: ``resume`` continues from it);
-the epoch with the best validation metric is written to ``<out>`` (the last one when no
-validation split is used).
+writes ``<out>.last.pt`` (weights, optimiser and schedule: ``resume`` continues from it; three
+times the model's size, so removed when the run ends unless ``keep_last``) and rewrites
+``<out>.history.jsonl`` (one JSON line per epoch); the epoch with the best validation metric
+is written to ``<out>`` (the last one when no validation split is used).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -66,6 +68,10 @@ def last_path(out: Path) -> Path:
     return Path(out).with_suffix(".last.pt")
 
 
+def history_path(out: Path) -> Path:
+    return Path(out).with_suffix(".history.jsonl")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
@@ -88,7 +94,7 @@ def start_distributed() -> tuple[int, int, torch.device]:
 
 
 def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: TrainConfig, out: Path,
-          resume: bool = False, progress: bool = True) -> dict[str, Any]:
+          resume: bool = False, progress: bool = True, keep_last: bool = False) -> dict[str, Any]:
     """Train ``task`` and write checkpoints; returns {"best": metrics, "history": [...]}."""
     config = config.resolved(task)
     train_cases = [c for c in train_cases if task.usable(c)]
@@ -145,8 +151,11 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
         save_checkpoint(last_path(out), model.state_dict(), {**meta, "epoch": epoch + 1, "metrics": record},
                         optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                         epoch=epoch + 1, history=history, best=best)
+        history_path(out).write_text("".join(_json_line(r) for r in history))
         if progress:
             tqdm.write(_describe(record))
+    if main_process and not keep_last:
+        last_path(out).unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -210,7 +219,24 @@ def evaluate(task: Task, model: torch.nn.Module, dataset, device: torch.device) 
 
 
 def _describe(record: dict) -> str:
-    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+    return "  ".join(f"time {duration(v)}" if k == "seconds" else f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in record.items())
+
+
+def _json_line(record: dict) -> str:
+    """One line of history.jsonl, strict JSON: a metric that is not a number (an AUC on one
+    class) is null."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}) + "\n"
+
+
+def duration(seconds: float) -> str:
+    """'13.0 s', '2 min 05 s', '1 h 02 min': a time as a person reads it."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _strata(task: Task, cases: list[Case]) -> list[int] | None:

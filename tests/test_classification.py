@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from palm_algos.errors import PalmError
 from palm_algos.models.pretrained import load_backbone
 from palm_algos.predict import Predictor
 from palm_algos.tasks import RandomVarianceGaussianNoise, get_task
-from palm_algos.train import TrainConfig, holdout_split, kfold_splits, train
+from palm_algos.train import TrainConfig, _describe, duration, holdout_split, kfold_splits, train
 
 TINY = dict(pretrained="none", input_size=64, batch_size=8, lr=1e-3, augment="none")
 
@@ -125,7 +126,10 @@ def test_tiny_real_training_run_lowers_the_loss_and_predicts_the_csv(palm224, tm
     result = train(get_task("classification"), cases, cases[:4], config, tmp_path / "m.pt", progress=False)
     losses = [r["train_loss"] for r in result["history"]]
     assert losses[-1] < losses[0]
-    assert (tmp_path / "m.pt").is_file() and (tmp_path / "m.last.pt").is_file()
+    assert (tmp_path / "m.pt").is_file() and not (tmp_path / "m.last.pt").exists()  # a finished run keeps no .last.pt
+    lines = (tmp_path / "m.history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["train_loss"] for line in lines] == losses and len(lines) == 6
+    assert json.loads(lines[0])["val_auc"] is None  # one class in the validation cases: strict JSON, no NaN
 
     images = tmp_path / "images"
     images.mkdir()
@@ -146,10 +150,19 @@ def test_tiny_real_training_run_lowers_the_loss_and_predicts_the_csv(palm224, tm
 def test_resume_continues_from_the_last_epoch(synth_example, tmp_path):
     cases = read_cases(synth_example).cases
     task = get_task("classification")
-    train(task, cases, [], TrainConfig(epochs=1, **TINY), tmp_path / "m.pt", progress=False)
+    train(task, cases, [], TrainConfig(epochs=1, **TINY), tmp_path / "m.pt", progress=False, keep_last=True)
+    assert (tmp_path / "m.last.pt").is_file()
     result = train(task, cases, [], TrainConfig(epochs=2, **TINY), tmp_path / "m.pt", resume=True, progress=False)
     assert [r["epoch"] for r in result["history"]] == [1, 2]
     assert load_checkpoint(tmp_path / "m.pt")["meta"]["epoch"] == 2
+    assert not (tmp_path / "m.last.pt").exists()
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "m.history.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_the_log_shows_durations_as_times():
+    assert [duration(s) for s in (13.04, 125, 3725)] == ["13.0 s", "2 min 05 s", "1 h 02 min"]
+    line = _describe({"epoch": 3, "train_loss": 0.51234, "seconds": 13.0})
+    assert line == "epoch 3  train_loss 0.5123  time 13.0 s"
 
 
 def test_wrong_task_checkpoint_is_refused_by_the_cli(synth_example, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -288,6 +289,14 @@ def test_cli_evaluate_success_and_failure(truth, tmp_path):
                               "--ground-truth", str(truth), "--out", str(out)])
     assert ok.exit_code == 0, ok.output
     assert "AUC 1.0000" in ok.output and json.loads(out.read_text())["aggregates"]["disc"]["mean_dice"] == 1.0
+    assert ok.output.strip().splitlines()[-1] == f"wrote {out}"
+    for submission, written in ((tmp_path / "good", tmp_path / "good.metrics.json"),  # beside it, not inside
+                                (shutil.make_archive(str(tmp_path / "team"), "zip", tmp_path / "good"),
+                                 tmp_path / "team.metrics.json")):
+        default = runner.invoke(palm, ["evaluate", "--submission", str(submission), "--ground-truth", str(truth)])
+        assert default.exit_code == 0, default.output
+        assert default.output.strip().splitlines()[-1] == f"wrote {written}"
+        assert json.loads(written.read_text())["aggregates"]["classification"]["auc"] == 1.0
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "Classification_Results.csv").write_text(GOOD_RISK.replace("0.9", "x").replace("0.8", "2"))
@@ -517,7 +526,7 @@ def test_rank_rules():
 def test_leaderboard_folders_html_and_cli(truth, tmp_path):
     subs = tmp_path / "subs"
     perfect(subs / "alpha")
-    write_submission(subs / "beta", risk={n: 0.5 if n[0] == "P" else 0.6 for n in TRUTH},
+    write_submission(subs / "beta", risk={n: 0.5 if n[0] == "P" else 0.6 for n in TRUTH} | {"X0009": 0.5},
                      fovea={n: (f[0] + 3, f[1] + 4) for n, (f, _) in TRUTH.items()})
     (subs / "gamma").mkdir()
     (subs / "gamma" / "Classification_Results.csv").write_text("oops\n")
@@ -538,8 +547,15 @@ def test_leaderboard_folders_html_and_cli(truth, tmp_path):
     assert len(images) == 3 and all(base64.b64decode(img).startswith(b"\x89PNG") for img in images)
     for title in ("ROC curves", "Fovea distance per image", "Disc Dice per image"):
         assert title in page
-    assert (tmp_path / "board" / "leaderboard.csv").read_text().startswith("rank,submission")
-    assert "| rank | submission |" in (tmp_path / "board" / "leaderboard.md").read_text()
+    assert (tmp_path / "board" / "leaderboard.csv").read_text().startswith("rank,submission")  # names for programs
+    board = (tmp_path / "board" / "leaderboard.md").read_text()
+    headers = ("| Rank | Submission | Classification AUC | Classification rank | Fovea mean distance (px) | Fovea rank "
+               "| Disc mean Dice | Disc rank | Mean task rank | Status |")
+    for text in (board, page):
+        assert "against the ground truth truth." in text and "Scored 20" in text  # the date and the truth's name
+        assert "ignored 1 predictions for images not in the test set: X0009" in text  # beta's warning
+    assert headers in board
+    assert "<th>Fovea mean distance (px)</th>" in page and "<h2>Warnings</h2><h3>beta</h3>" in page
 
     result = CliRunner().invoke(palm, ["leaderboard", str(subs), "--ground-truth", str(truth),
                                        "--out", str(tmp_path / "board2"), "--missing", "skip"])

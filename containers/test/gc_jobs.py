@@ -9,7 +9,8 @@
         container at /input after the algorithm jobs ran (each output with its slug and its
         interface kind: Float, Point, Segmentation)
 
-Used by ./build.sh demo and tests/test_containers.py. Host side only (numpy, SimpleITK, palm).
+Used by ./build.sh demo, tests/test_containers.py and the dry run of a phase without Docker
+(docs/CONTAINERS.md). Host side only (numpy, SimpleITK, palm).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from palm_algos.cases import list_images
-from palm_algos.imageio import read_image, write_mha_image
+from palm_algos.imageio import read_image, write_mha_image, write_palm_mask
 from palm_algos.formats import GC_RELATIVE_PATHS, INPUT_SLUG, KIND_NAMES, OUTPUT_SLUGS, gc_output_file
 
 
@@ -58,7 +59,9 @@ def prepare(source: Path, jobs: Path, limit: int | None = None, truth: Path | No
 
 
 def write_truth(source: Path, images: list[Path], out: Path) -> Path:
-    """The ground truth of ``images`` alone, in the PALM layout (images/, labels.csv, Disc_Masks/)."""
+    """The ground truth of ``images`` alone, in the PALM layout (images/, labels.csv, Disc_Masks/):
+    from any layout palm reads, disc masks included (a Drishti-GS1 soft map or a DRIONS mask
+    becomes the PALM BMP, 0 = disc)."""
     from palm_algos.cases import read_cases
 
     cases = read_cases(source).by_name()
@@ -70,8 +73,7 @@ def write_truth(source: Path, images: list[Path], out: Path) -> Path:
         x, y = case.fovea if case.fovea else (0.0, 0.0)
         rows.append(f"{image.name},{'' if case.label is None else case.label},{x},{y}")
         if case.disc_mask is not None:
-            (out / "Disc_Masks").mkdir(exist_ok=True)
-            shutil.copy2(case.disc_mask, out / "Disc_Masks" / case.disc_mask.name)
+            write_palm_mask(case.read_disc(), out / "Disc_Masks" / f"{image.stem}.bmp")
     (out / "labels.csv").write_text("\n".join(rows) + "\n")
     return out
 

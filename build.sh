@@ -69,6 +69,15 @@ usage: ./build.sh COMMAND
            them with the evaluation container, run palm-all in PALM batch mode on all images
            with overlays (PALM_OVERLAYS=1: overlays/<image>.jpg), and write the leaderboard
            page with its case gallery over both (out/demo/); prints where everything is.
+  release [--data DIR] [--classification-slug SLUG] [--fovea-slug SLUG] [--disc-slug SLUG] [--input-slug SLUG]
+           From a clone to upload-ready images with the real models, each step timed: trains
+           models/<task>.pt with benchmarks/train_final.sh (recipes final-<task>, CUDA when
+           present; a model already stamped with the same recipe in models/<task>.recipe is
+           kept, so a stopped release goes on where it stopped), builds the images with those
+           models baked in (the slug options as for build), runs the locked-down test, exports
+           the tarballs and prints what to upload: each image, its interfaces (slugs and kinds)
+           and the phase's settings. DIR: the data root, laid out like ../shared/data
+           (default; PALM_DATA in the environment; docs/DATA.md).
   help     This text.
 
 Environment:
@@ -95,7 +104,7 @@ EOF
 }
 
 # The parts, one file each; build.sh keeps the settings, the helpers they share and the commands.
-for part in docker venv wheelhouse images models test export demo; do
+for part in docker venv wheelhouse images models test export demo release; do
     # shellcheck source=/dev/null
     source "$ROOT/containers/build/$part.sh"
 done
@@ -105,6 +114,7 @@ case "${1:-help}" in
     test) shift; cmd_test "$@" ;;
     export) shift; cmd_export "$@" ;;
     demo) shift; cmd_demo "$@" ;;
+    release) shift; cmd_release "$@" ;;
     help|-h|--help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -75,7 +75,9 @@ def _train_options(command):
         click.option("--lr", default=1e-3, show_default=True),
         click.option("--val-fraction", default=0.2, show_default=True, help="Hold-out share for validation; 0 trains on all."),
         click.option("--augment", default="standard", show_default=True,
-                     help="The task's augmentation: standard, none, or another the task offers (disc: wide, for other cameras)."),
+                     help="The task's augmentation: standard (fovea and disc: with camera-like colour, blur and JPEG changes), "
+                          "none, or another the task offers (fovea and disc: classic, as before the field of view; "
+                          "disc: wide)."),
         click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out: writes OUT.foldK.pt "
                                                 "per fold and OUT, the ensemble of the K fold models."),
         click.option("--seed", default=0, show_default=True),

@@ -44,6 +44,8 @@ TRAIN_FINAL_BEFORE = {
 
 
 def cross_validate() -> click.Command:
+    if str(ROOT / "benchmarks") not in sys.path:  # as `python benchmarks/cross_validate.py` has it: it imports stamp
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("cross_validate", ROOT / "benchmarks" / "cross_validate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -156,8 +156,9 @@ def _read_palm(root: Path) -> CaseTable:
         if PALM_NAME.match(name) and name[0].upper() in "HNP":
             cases[name] = replace(case, label=int(name[0].upper() == "P"))
     sheets = (p for p in root.rglob("*") if p.suffix.lower() in (".xlsx", ".xls", ".csv") and p.is_file())
+    given: dict = {}  # (name, field) -> the sheet row that set it: a second sheet must agree
     for sheet in sorted(p for p in sheets if not p.name.startswith((".", "~$"))):  # no Excel lock files
-        _apply_sheet(sheet, cases, problems)
+        _apply_sheet(sheet, cases, problems, given=given)
     for mask_dir in sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() == "disc_masks"):
         _attach_masks(mask_dir, "", cases, problems, dark=True)
     return CaseTable(list(cases.values()), problems, "palm")
@@ -166,10 +167,11 @@ def _read_palm(root: Path) -> CaseTable:
 def _read_idrid(root: Path) -> CaseTable:
     images, problems = list_images(root / "images" if (root / "images").is_dir() else root)
     cases = _cases_from_images(images, problems)
+    given: dict = {}
     for sheet in sorted(root.glob("*Fovea_Center_Markups.csv")):
-        _apply_sheet(sheet, cases, problems)
+        _apply_sheet(sheet, cases, problems, given=given)
     for sheet in sorted(root.glob("*OD_Center_Markups.csv")):
-        _apply_sheet(sheet, cases, problems, point="disc_centre")
+        _apply_sheet(sheet, cases, problems, point="disc_centre", given=given)
     return CaseTable(list(cases.values()), problems, "idrid")
 
 
@@ -259,9 +261,13 @@ def _number(value: object, where: str, column: str) -> float:
     return number
 
 
-def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point: str = "fovea") -> None:
+def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point: str = "fovea",
+                 given: dict | None = None) -> None:
     """Labels and positions from one sheet; ``point`` names what the x, y columns locate
-    ("fovea", or "disc_centre" for IDRiD's optic disc markups)."""
+    ("fovea", or "disc_centre" for IDRiD's optic disc markups). ``given`` records which sheet
+    row set each value: a later sheet that says otherwise is a DataError naming both (which
+    one is right is the data owner's call, never the reading order's)."""
+    given = {} if given is None else given
     if sheet.suffix.lower() == ".csv" and "markups" not in sheet.name.lower():
         head = sheet.read_text(errors="replace").split("\n", 1)[0].lower()
         if not any(a in _norm(head) for a in ("imgname", "fovea", "label")):
@@ -306,6 +312,12 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point
         except DataError as exc:
             problems.append(str(exc))
             continue
+        for key, value in update.items():
+            earlier = given.get((name, key))
+            if earlier and getattr(cases[name], key) != value:
+                raise DataError(f"{where}: {key} {value!r} disagrees with {earlier} ({getattr(cases[name], key)!r}): "
+                                f"two label sheets that disagree; keep the right one")
+            given[(name, key)] = where
         cases[name] = replace(cases[name], **update)
     named = set(counts)
     missing = [n for n in cases if n not in named]

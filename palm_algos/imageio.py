@@ -37,6 +37,11 @@ class ImageError(PalmError):
     """An input file that cannot be used; the message names the file and the problem."""
 
 
+class GeometryError(ImageError):
+    """An image whose world geometry (origin, spacing, direction) cannot map pixels to world
+    positions and back: not finite, a spacing <= 0, a singular direction."""
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -188,10 +193,23 @@ def image_geometry(path: Path) -> tuple[tuple[float, float], tuple[float, float]
             spacing = np.array(info.GetSpacing(), dtype=float)
             direction = np.array(info.GetDirection(), dtype=float).reshape(dim, dim)
     origin, spacing, direction = np.asarray(origin, float)[:2], np.asarray(spacing, float)[:2], np.asarray(direction, float)[:2, :2]
-    if not (np.isfinite(origin).all() and np.isfinite(spacing).all() and np.isfinite(direction).all()) or (spacing <= 0).any():
-        raise ImageError(f"{path}: unusable image geometry (origin {origin.tolist()}, spacing {spacing.tolist()}, "
-                         f"direction {direction.ravel().tolist()})")
+    problem = geometry_problem(origin, spacing, direction)
+    if problem:
+        raise GeometryError(f"{path}: unusable image geometry: {problem} (origin {origin.tolist()}, spacing "
+                            f"{spacing.tolist()}, direction {direction.ravel().tolist()})")
     return (float(origin[0]), float(origin[1])), (float(spacing[0]), float(spacing[1])), direction
+
+
+def geometry_problem(origin, spacing, direction) -> str | None:
+    """Why a geometry cannot map pixels to world positions and back, or None."""
+    values = [np.asarray(v, float) for v in (origin, spacing, direction)]
+    if not all(np.isfinite(v).all() for v in values):
+        return "a value is not finite"
+    if (values[1] <= 0).any():
+        return "a spacing is not above 0"
+    if abs(np.linalg.det(values[2])) < 1e-6:
+        return "its direction matrix is singular (it maps the image onto a line or a point)"
+    return None
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .errors import PalmError, one_line
-from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS
+from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS, name_problem
 from .imageio import pixel_to_world, write_mha_mask, write_palm_mask
 from .overlays import SIDE, draw_overlay, read_photo, save_overlay
 
@@ -60,13 +60,10 @@ def writing(path: Path):
 
 
 def csv_name_problem(name: str) -> str | None:
-    """Why a file name cannot be a row of a PALM CSV (which is UTF-8), or None."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return ("file name is not valid UTF-8 (made on another system?), so it cannot be listed in the "
-                "UTF-8 results CSV; rename the file (e.g. convmv -f latin1 -t utf8) and run it again")
-    return None
+    """Why a file name cannot be a row of a PALM CSV, or None: ``formats.name_problem``, the
+    rule the evaluation reads FileName cells by."""
+    problem = name_problem(name)
+    return f"file name {problem}" if problem else None
 
 
 def write_classification_csv(risks: dict[str, float], out_dir: Path) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from palm_algos.atomic import write_bytes
 from palm_algos.cases import Case
 from palm_algos.formats import GC_IMAGE_SUFFIXES
 from palm_algos.imageio import GeometryError, ImageError, image_geometry, world_to_pixel
@@ -372,8 +373,7 @@ def write_metrics(result: dict, path: Path) -> None:
     path = Path(path)
     text = json.dumps(clean({k: v for k, v in result.items() if k in METRICS_KEYS}), indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_bytes(path, text.encode("utf-8"))
     except OSError as exc:
         raise SetupError(f"Output problem (organiser's side): {path}: cannot write metrics.json "
                          f"({exc.strerror or type(exc).__name__})") from None

@@ -92,17 +92,20 @@ def read_cases(root: Path, check_images: bool = False) -> CaseTable:
     return table
 
 
-def list_images(root: Path, skipped: list[str] | None = None) -> tuple[list[Path], list[str]]:
+def list_images(root: Path, skipped: list[str] | None = None, exclude: tuple[Path, ...] | list[Path] = ()
+                ) -> tuple[list[Path], list[str]]:
     """Every image file under ``root`` (sorted, nested folders and linked folders included) and
     the problems: a folder that cannot be listed, a broken link, a special file or a duplicate
     name (images that are left out). Other files (not images) are noted in ``skipped`` when it
     is given, else among the problems; sheets and notes (csv, xlsx, json, txt, md), hidden
-    files and folders and mask folders (``Disc_Masks``...) are passed over silently."""
+    files and folders, mask folders (``Disc_Masks``...) and the folders in ``exclude`` (a run's
+    own outputs, ``writers.own_folders``) are passed over silently."""
     root = Path(root)
     problems: list[str] = []
     notes = problems if skipped is None else skipped
     found: list[Path] = []
     seen_folders: set[str] = set()
+    excluded = {os.path.realpath(p) for p in exclude}
 
     def unlistable(exc: OSError) -> None:
         problems.append(f"{exc.filename}: cannot list this folder ({exc.strerror or exc}); its files are left out")
@@ -114,7 +117,8 @@ def list_images(root: Path, skipped: list[str] | None = None) -> tuple[list[Path
             subfolders[:] = []
             continue
         seen_folders.add(real)
-        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d.lower() not in MASK_FOLDERS]
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d.lower() not in MASK_FOLDERS
+                         and os.path.realpath(os.path.join(folder, d)) not in excluded]
         found += (Path(folder) / name for name in files if not name.startswith("."))
     images, seen = [], {}
     for path in sorted(found):

@@ -13,13 +13,13 @@ import csv
 import io
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import PalmError, one_line
 from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS, name_problem
 from .imageio import pixel_to_world, write_mha_mask, write_palm_mask
@@ -82,10 +82,9 @@ def write_fovea_csv(points: dict[str, tuple[float, float] | None], out_dir: Path
 def write_disc_masks(name: str, disc: np.ndarray, out_dir: Path, png: bool = True) -> None:
     """`Disc_Segmentation/<stem>.bmp` (0 = disc, 255 = background), and a PNG twin."""
     stem = Path(name).stem
-    with writing(out_dir / DISC_FOLDER):
-        write_palm_mask(disc, out_dir / DISC_FOLDER / f"{stem}.bmp")
-        if png:
-            write_palm_mask(disc, out_dir / DISC_FOLDER / "png" / f"{stem}.png")
+    for path in [out_dir / DISC_FOLDER / f"{stem}.bmp"] + ([out_dir / DISC_FOLDER / "png" / f"{stem}.png"] if png else []):
+        with writing(path):
+            write_palm_mask(disc, path)
 
 
 def write_gc_float(value: float, path: Path) -> None:
@@ -131,6 +130,14 @@ OUTPUTS = {
 }
 
 OVERLAY_FOLDER = "overlays"
+
+
+def own_folders(input_dir: Path, out_dir: Path) -> list[Path]:
+    """The folders a run writes that may lie inside its input folder: never read back as input.
+    The output folder itself where it lies below the input; its mask and overlay folders where
+    the two are one."""
+    input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
+    return [out_dir / DISC_FOLDER, out_dir / OVERLAY_FOLDER] + ([out_dir] if out_dir != input_dir else [])
 
 
 class OverlayWriter:
@@ -197,17 +204,6 @@ def _write_json(value, path: Path) -> None:
 
 
 def _write_whole(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, renamed into place."""
-    path = Path(path)
+    """Write ``path`` whole or not at all (``atomic``); a failure is one OutputError line."""
     with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_bytes(path, data)

@@ -2,8 +2,9 @@
 value formats. The CLI and the containers both write through here.
 
 Writing never loses what is already there: the output folder is checked before anything is
-predicted (``prepare_output``), CSV and JSON files are written whole or not at all (a temporary
-file renamed into place), and a file system error is one ``OutputError`` line naming the path.
+predicted (``prepare_output``), every file (CSV, JSON, masks, overlays) is written whole or not
+at all (``atomic``: a temporary file, checked, renamed into place), and a file system error is
+one ``OutputError`` line naming the file.
 """
 
 from __future__ import annotations

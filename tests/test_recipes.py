@@ -84,7 +84,7 @@ def test_options_on_the_command_line_win_over_the_recipe():
     lines = train_commands("final-disc", Path("ROOT"), {"epochs": 1, "data": ["elsewhere"], "out": "m/disc.pt"})
     assert [palm_parsed(line)[1]["epochs"] for line in lines[:-1]] == [1, 1, 1]
     assert {palm_parsed(line)[1]["data_dirs"] for line in lines[:-1]} == {(Path("elsewhere"),)}
-    assert lines[-1] == ["ensemble", "m/disc.pt", "m/disc-seed0.pt", "m/disc-seed1.pt", "m/disc-seed2.pt"]
+    assert lines[-1] == ["ensemble", "--out", "m/disc.pt", "m/disc-seed0.pt", "m/disc-seed1.pt", "m/disc-seed2.pt"]
 
 
 def test_every_recipe_is_a_command_line_its_reader_accepts():

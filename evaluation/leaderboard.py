@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.stats import rankdata
 from tqdm import tqdm
 
+from palm_algos.atomic import write_bytes
 from palm_algos.cases import Case
 
 from .gallery import FOLDER, SORT_SCRIPT, Gallery, gallery_html, photos_of
@@ -163,11 +164,11 @@ def build(
     for entry in entries:
         if entry.result is not None:
             write_metrics(entry.result, out / "metrics" / f"{entry.name}.json")
-    table.to_csv(out / "leaderboard.csv", index=False)
+    write_bytes(out / "leaderboard.csv", table.to_csv(index=False).encode("utf-8"))
     about = caption(ground_truth, datetime.now(timezone.utc))
-    (out / "leaderboard.md").write_text(markdown(table, missing, about, entries))
+    write_bytes(out / "leaderboard.md", markdown(table, missing, about, entries).encode("utf-8"))
     note = "" if pictures or not gallery else "No case pictures: the ground truth has no images (palm leaderboard --images)."
-    (out / "leaderboard.html").write_text(html_page(table, entries, missing, note, about))
+    write_bytes(out / "leaderboard.html", html_page(table, entries, missing, note, about).encode("utf-8"))
     return table
 
 

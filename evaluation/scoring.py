@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from palm_algos.atomic import write_bytes
 from palm_algos.cases import Case
 from palm_algos.formats import GC_IMAGE_SUFFIXES
-from palm_algos.imageio import ImageError, world_to_pixel
+from palm_algos.imageio import GeometryError, ImageError, image_geometry, world_to_pixel
 
 from . import metrics as M
 from .masks import INVERTED, LABEL_MAP, MAX_DISC_SHARE, MaskError, read_prediction
@@ -71,6 +72,7 @@ def score(truth: GroundTruth | list[Case], sub: Submission, progress: bool | Non
     lacking = [t for t in sub.tasks() if not tasks[t][0]]
     if lacking:
         raise GroundTruthError(_lacking(truth, sub, lacking), report.lines())
+    _check_geometries(cases, sub)
     scorers = {"classification": _classification, "fovea": _fovea, "disc": _disc}
     for task in sub.tasks():
         truth_cases, predictions = tasks[task]
@@ -174,6 +176,12 @@ def _fovea(cases, fovea, sub, per_case, progress) -> dict:
         if c.fovea is None or c.fovea_absent:
             per_case.setdefault(c.name, {}).update(fovea_absent=True, fovea_distance=None)
     pred = np.array([_to_pixels(c, fovea[c.name], sub.fovea_in_world) for c in visible], dtype=float).reshape(-1, 2)
+    flat = [c.name for c in visible if truth_geometry(c) is PIXEL_SPACE]
+    if sub.fovea_in_world and flat:
+        sub.report.note_truth(
+            f"{len(flat)} images hold no geometry (JPEG, PNG or BMP): their grand-challenge fovea points are read as "
+            f"pixel positions (right where the archive's images have origin 0 and spacing 1, as grand-challenge "
+            f"stores JPEG/PNG uploads; a job's mask with another geometry is an error): {short_list(flat)}")
     true = np.array([c.fovea for c in visible], dtype=float).reshape(-1, 2)
     known = np.array([size_known(c) for c in visible], dtype=bool)
     sizes = np.array([c.size if size_known(c) else (np.nan, np.nan) for c in visible], dtype=float).reshape(-1, 2)
@@ -216,6 +224,73 @@ def _to_pixels(case: Case, xy: tuple[float, float], in_world: bool) -> tuple[flo
         return xy
 
 
+# -- geometry: the ground truth's is the truth -------------------------------------------------
+
+PIXEL_SPACE = ((0.0, 0.0), (1.0, 1.0), np.eye(2))
+
+
+def truth_geometry(case: Case):
+    """(origin, spacing, direction) of a case's ground truth: its image's (without images, its
+    mask's) where that is an MHA/TIFF; pixel space for JPEG, PNG and BMP, which hold none.
+    Disc masks are measured in it and grand-challenge points mapped through it."""
+    if case.image.suffix.lower() not in GC_IMAGE_SUFFIXES:
+        return PIXEL_SPACE
+    try:
+        return image_geometry(case.image)
+    except ImageError as exc:
+        raise GroundTruthError(str(exc)) from None
+
+
+def _geometry_text(geometry) -> str:
+    (ox, oy), (sx, sy), direction = geometry
+    turned = "" if np.allclose(direction, np.eye(2)) else f", direction {np.round(direction, 4).ravel().tolist()}"
+    return f"origin ({ox:g}, {oy:g}), spacing ({sx:g}, {sy:g}){turned}"
+
+
+def _same_geometry(a, b) -> bool:
+    return all(np.allclose(np.asarray(x, float), np.asarray(y, float), rtol=1e-4, atol=1e-4) for x, y in zip(a, b))
+
+
+def _check_geometries(cases: list[Case], sub: Submission) -> None:
+    """A submitted mask's geometry is never used: Dice and Hausdorff are measured on the ground
+    truth's pixel grid, in its spacing. A mask whose geometry differs from the ground truth's
+    (pixel space where it holds none) is named in a warning; where its job also answers a
+    fovea point, that point's world is in doubt (item 12: archive images with an origin, ground
+    truth as JPEGs), so the job is an error rather than a distance in the wrong space."""
+    if not sub.disc:
+        return
+    by_name = {c.name: c for c in cases}
+    ignored = []
+    for name, mask in sorted(sub.disc.items()):
+        case = by_name.get(name)
+        if mask.dark or case is None:  # PALM masks (BMP/PNG) hold no geometry
+            continue
+        truth = truth_geometry(case)
+        try:
+            geometry = image_geometry(mask.path)
+            shown = _geometry_text(geometry)
+        except GeometryError as exc:
+            geometry, shown = None, str(exc).split(": ", 1)[-1]
+        except ImageError:
+            continue  # an unreadable mask: the disc scoring names it
+        if geometry is not None and _same_geometry(geometry, truth):
+            continue
+        held = "holds no geometry (pixel space)" if truth is PIXEL_SPACE else f"has {_geometry_text(truth)}"
+        if sub.fovea_in_world and sub.fovea and name in sub.fovea:
+            sub.report.error(
+                f"fovea: {mask.label} has {shown}, but the ground truth image {case.image.name} {held}: the job's "
+                f"fovea point cannot be mapped to pixels. If the archive's images carry this geometry, give them as "
+                f"the ground truth images; otherwise the algorithm must copy the input image's geometry")
+            sub.rejected.add(("fovea", name))
+            sub.fovea.pop(name)
+        else:
+            ignored.append(f"{mask.label} ({shown})")
+    if ignored:
+        sub.report.warn(f"{sub.sources.get('disc', 'disc')}: {len(ignored)} masks carry a geometry other than the ground "
+                        f"truth's; ignored: Dice and Hausdorff are measured on the ground truth's pixel grid and "
+                        f"spacing: {short_list(ignored)}")
+
+
 def _disc(cases, masks, sub, per_case, progress) -> dict:
     report, source = sub.report, sub.sources["disc"]
     dices, distances, true_present, pred_present, nonbinary = [], [], [], [], []
@@ -240,7 +315,8 @@ def _disc(cases, masks, sub, per_case, progress) -> dict:
         if read.note:
             noted[read.note].append(mask.label)
         d = M.dice(pred, true)
-        h = M.hausdorff(pred, true, _spacing(mask.path)) if pred.any() and true.any() else M.NAN
+        spacing = truth_geometry(c)[1][::-1]  # (row, column)
+        h = M.hausdorff(pred, true, spacing) if pred.any() and true.any() else M.NAN
         dices.append(d)
         true_present.append(bool(true.any()))
         pred_present.append(bool(pred.any()))
@@ -275,19 +351,6 @@ def _disc(cases, masks, sub, per_case, progress) -> dict:
     }
 
 
-def _spacing(path: Path) -> tuple[float, float]:
-    """(row, column) spacing of an MHA prediction for the Hausdorff distance; 1 for BMP/PNG."""
-    if path.suffix.lower() != ".mha":
-        return 1.0, 1.0
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    sx, sy = reader.GetSpacing()[:2]
-    return float(sy), float(sx)
-
-
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -310,8 +373,7 @@ def write_metrics(result: dict, path: Path) -> None:
     path = Path(path)
     text = json.dumps(clean({k: v for k, v in result.items() if k in METRICS_KEYS}), indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_bytes(path, text.encode("utf-8"))
     except OSError as exc:
         raise SetupError(f"Output problem (organiser's side): {path}: cannot write metrics.json "
                          f"({exc.strerror or type(exc).__name__})") from None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from palm_algos.formats import (CSV_NAMES, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_KINDS, OUTPUT_SLUGS, PALM_COLUMNS,
-                                PALM_FILES, TASKS, interface, stays_below)
+                                PALM_FILES, TASKS, interface, name_problem, stays_below)
 
 from .unpack import is_junk
 from .validation import Report, bare_name, short_list
@@ -184,13 +184,15 @@ def read_palm_csv(
     first_line: dict[str, int] = {}
     for line, row in rows[1:]:
         where = f"{name}: line {line}"
-        if len(row) < len(columns):
-            report.error(f"{where}: expected {len(columns)} values ({expected}), found {len(row)}")
+        if len(row) != len(header):  # cells beyond the header would be dropped without a word
+            comma = "; a decimal comma splits a number in two: write 0.9, not 0,9" if len(row) > len(header) else ""
+            report.error(f"{where}: {len(row)} cell{'s' * (len(row) != 1)}, but the header has {len(header)} "
+                         f"({','.join(header)}){comma}")
+            continue
+        if problem := name_problem(row[0]):
+            report.error(f"{where}: FileName {row[0]!r} {problem}")
             continue
         stem = bare_name(row[0])
-        if stem is None:
-            report.error(f"{where}: FileName {row[0].strip()!r} must be a bare file name such as P0001.jpg, without folders")
-            continue
         numbers, ok = [], True
         for column, cell in zip(columns[1:], row[1:]):
             number = _parse_number(cell)

@@ -178,9 +178,11 @@ def _read_sheet_rows(sheet: Path, records: dict[str, dict], problems: list[str])
                                     f"({record['size'][0]}x{record['size'][1]}); the mask's size is used")
                 record.setdefault("size", value)
             elif key in record and record[key] != value:
-                problems.append(f"{where}: {key} {value} differs from an earlier sheet ({record[key]}); the first is used")
+                raise GroundTruthError(f"{where}: {key} {value} disagrees with {record['from'][key]} ({record[key]}): "
+                                       f"two label sheets that disagree; keep the right one")
             else:
                 record[key] = value
+                record.setdefault("from", {})[key] = where
 
 
 def _size_columns(sheet: Path) -> pd.DataFrame | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from palm_algos.errors import PalmError
+from palm_algos.formats import name_problem
 
 
 class ValidationError(PalmError):
@@ -76,12 +77,11 @@ class Report:
 
 
 def bare_name(name: str) -> str | None:
-    """The stem of a file name, or None when the name holds a path (``../x.jpg``, ``a/b.jpg``)."""
-    name = name.strip()
-    if not name or "/" in name or "\\" in name or name in (".", "..") or ":" in name:
+    """The stem of a file name, or None when ``formats.name_problem`` refuses it (a path such as
+    ``../x.jpg`` or ``a\\b.jpg``, spaces around it): the rule prediction writes names by."""
+    if name_problem(name):
         return None
-    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
-    return stem or None
+    return name.rsplit(".", 1)[0] if "." in name[1:] else name
 
 
 def short_list(names, limit: int = 5) -> str:

@@ -92,17 +92,20 @@ def read_cases(root: Path, check_images: bool = False) -> CaseTable:
     return table
 
 
-def list_images(root: Path, skipped: list[str] | None = None) -> tuple[list[Path], list[str]]:
+def list_images(root: Path, skipped: list[str] | None = None, exclude: tuple[Path, ...] | list[Path] = ()
+                ) -> tuple[list[Path], list[str]]:
     """Every image file under ``root`` (sorted, nested folders and linked folders included) and
     the problems: a folder that cannot be listed, a broken link, a special file or a duplicate
     name (images that are left out). Other files (not images) are noted in ``skipped`` when it
     is given, else among the problems; sheets and notes (csv, xlsx, json, txt, md), hidden
-    files and folders and mask folders (``Disc_Masks``...) are passed over silently."""
+    files and folders, mask folders (``Disc_Masks``...) and the folders in ``exclude`` (a run's
+    own outputs, ``writers.own_folders``) are passed over silently."""
     root = Path(root)
     problems: list[str] = []
     notes = problems if skipped is None else skipped
     found: list[Path] = []
     seen_folders: set[str] = set()
+    excluded = {os.path.realpath(p) for p in exclude}
 
     def unlistable(exc: OSError) -> None:
         problems.append(f"{exc.filename}: cannot list this folder ({exc.strerror or exc}); its files are left out")
@@ -114,7 +117,8 @@ def list_images(root: Path, skipped: list[str] | None = None) -> tuple[list[Path
             subfolders[:] = []
             continue
         seen_folders.add(real)
-        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d.lower() not in MASK_FOLDERS]
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d.lower() not in MASK_FOLDERS
+                         and os.path.realpath(os.path.join(folder, d)) not in excluded]
         found += (Path(folder) / name for name in files if not name.startswith("."))
     images, seen = [], {}
     for path in sorted(found):
@@ -156,8 +160,9 @@ def _read_palm(root: Path) -> CaseTable:
         if PALM_NAME.match(name) and name[0].upper() in "HNP":
             cases[name] = replace(case, label=int(name[0].upper() == "P"))
     sheets = (p for p in root.rglob("*") if p.suffix.lower() in (".xlsx", ".xls", ".csv") and p.is_file())
+    given: dict = {}  # (name, field) -> the sheet row that set it: a second sheet must agree
     for sheet in sorted(p for p in sheets if not p.name.startswith((".", "~$"))):  # no Excel lock files
-        _apply_sheet(sheet, cases, problems)
+        _apply_sheet(sheet, cases, problems, given=given)
     for mask_dir in sorted(p for p in root.rglob("*") if p.is_dir() and p.name.lower() == "disc_masks"):
         _attach_masks(mask_dir, "", cases, problems, dark=True)
     return CaseTable(list(cases.values()), problems, "palm")
@@ -166,10 +171,11 @@ def _read_palm(root: Path) -> CaseTable:
 def _read_idrid(root: Path) -> CaseTable:
     images, problems = list_images(root / "images" if (root / "images").is_dir() else root)
     cases = _cases_from_images(images, problems)
+    given: dict = {}
     for sheet in sorted(root.glob("*Fovea_Center_Markups.csv")):
-        _apply_sheet(sheet, cases, problems)
+        _apply_sheet(sheet, cases, problems, given=given)
     for sheet in sorted(root.glob("*OD_Center_Markups.csv")):
-        _apply_sheet(sheet, cases, problems, point="disc_centre")
+        _apply_sheet(sheet, cases, problems, point="disc_centre", given=given)
     return CaseTable(list(cases.values()), problems, "idrid")
 
 
@@ -259,9 +265,13 @@ def _number(value: object, where: str, column: str) -> float:
     return number
 
 
-def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point: str = "fovea") -> None:
+def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point: str = "fovea",
+                 given: dict | None = None) -> None:
     """Labels and positions from one sheet; ``point`` names what the x, y columns locate
-    ("fovea", or "disc_centre" for IDRiD's optic disc markups)."""
+    ("fovea", or "disc_centre" for IDRiD's optic disc markups). ``given`` records which sheet
+    row set each value: a later sheet that says otherwise is a DataError naming both (which
+    one is right is the data owner's call, never the reading order's)."""
+    given = {} if given is None else given
     if sheet.suffix.lower() == ".csv" and "markups" not in sheet.name.lower():
         head = sheet.read_text(errors="replace").split("\n", 1)[0].lower()
         if not any(a in _norm(head) for a in ("imgname", "fovea", "label")):
@@ -306,6 +316,12 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point
         except DataError as exc:
             problems.append(str(exc))
             continue
+        for key, value in update.items():
+            earlier = given.get((name, key))
+            if earlier and getattr(cases[name], key) != value:
+                raise DataError(f"{where}: {key} {value!r} disagrees with {earlier} ({getattr(cases[name], key)!r}): "
+                                f"two label sheets that disagree; keep the right one")
+            given[(name, key)] = where
         cases[name] = replace(cases[name], **update)
     named = set(counts)
     missing = [n for n in cases if n not in named]

@@ -258,16 +258,20 @@ def _predict_processes():
 
 
 @main.command("ensemble")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The ensemble checkpoint to write (never one of CHECKPOINTS).")
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
 @user_errors
 def ensemble_command(out, checkpoints):
     """Join CHECKPOINTS (fold or seed models of one task, architecture and input size) into one
-    ensemble checkpoint OUT, which `palm predict` and the containers use like any model.
+    ensemble checkpoint --out, which `palm predict` and the containers use like any model.
 
     `palm train --folds K` writes the ensemble of its fold models itself.
     """
     from .checkpoint import combine_checkpoints
+
+    if any(out.exists() and path.exists() and out.samefile(path) for path in checkpoints):
+        raise PalmError(f"{out}: --out is one of the checkpoints to join; name a new file for the ensemble")
 
     meta = combine_checkpoints(list(checkpoints), out)
     click.echo(f"wrote {out}: {meta['task']} ensemble of {meta['members']} {meta['arch']} models")

@@ -60,6 +60,26 @@ def interface(value: dict) -> dict:
     return found if isinstance(found, dict) else {}
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a result's file name (a PALM CSV's FileName, a mask's or a job's
+    image name), or None. The one rule: prediction refuses to write such a name, evaluation to
+    read one. A name is a bare file name in UTF-8, without a folder separator of any system
+    (``/``, ``\\``) and without spaces around it (which CSV readers trim); ``:`` and other
+    characters Linux allows are fine."""
+    if name in ("", ".", ".."):
+        return "is not a file name"
+    if "/" in name or "\\" in name:
+        return "must be a bare file name such as P0001.jpg, without a folder separator ('/' or '\\')"
+    if name != name.strip():
+        return "starts or ends with a space, which CSV readers trim away; rename the file"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return ("is not valid UTF-8 (made on another system?), so it cannot be listed in the UTF-8 results CSV; "
+                "rename the file (e.g. convmv -f latin1 -t utf8) and run it again")
+    return None
+
+
 def stays_below(relative: str) -> bool:
     """Whether ``relative`` (``\\`` read as ``/``) names a path below its root: neither absolute
     nor climbing with ``..``. Links are the caller's to check, on the real folder."""

@@ -12,6 +12,8 @@ image's own folder (``ElementDataFile``).
 
 from __future__ import annotations
 
+import errno
+import io
 import math
 import re
 import warnings
@@ -22,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import write_bytes, write_file
 from .errors import PalmError
 from .formats import GC_IMAGE_SUFFIXES, IMAGE_SUFFIXES
 
@@ -37,8 +40,33 @@ class ImageError(PalmError):
     """An input file that cannot be used; the message names the file and the problem."""
 
 
+class GeometryError(ImageError):
+    """An image whose world geometry (origin, spacing, direction) cannot map pixels to world
+    positions and back: not finite, a spacing <= 0, a singular direction."""
+
+
+# The first bytes of the formats PIL reads, for files whose suffix says nothing (a JPEG named
+# .jfif or .jpe, a PNG without a suffix); WebP is RIFF....WEBP, BMP is BM and a header size.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+_BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
+
+
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """Whether ``path`` is an image palm reads: by its suffix (``IMAGE_SUFFIXES``), else by its
+    content. The one rule of prediction, training and the ground truth: a photograph is never
+    left out for its name."""
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        if not path.is_file():  # a pipe or device is never opened: reading it would block
+            return False
+        with open(path, "rb") as f:
+            head = f.read(18)
+    except OSError:
+        return False
+    return (head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or (head[:2] == b"BM" and len(head) == 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES))
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -75,6 +103,7 @@ def read_image(path: Path, min_side: int | None = None) -> tuple[np.ndarray, tup
         if array is not None:
             return _to_rgb_uint8(array, path), (array.shape[1], array.shape[0])
         with _open_pil(path) as im:
+            _check_orientation(im, path)
             size = im.size
             if min_side and im.format == "JPEG":
                 scale = min(size) / min_side
@@ -117,13 +146,15 @@ def read_grey(path: Path) -> np.ndarray:
 
 
 def write_palm_mask(disc: np.ndarray, path: Path) -> None:
-    """PALM convention: 8-bit BMP (or PNG, by suffix), 0 = disc, 255 = background."""
+    """PALM convention: 8-bit BMP (or PNG, by suffix), 0 = disc, 255 = background; written
+    whole or not at all (``atomic``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     disc = np.asarray(disc)
     if disc.ndim != 2:
         raise ValueError(f"expected a 2-D disc mask, got shape {disc.shape}")
-    Image.fromarray(np.where(disc, 0, 255).astype(np.uint8)).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(disc, 0, 255).astype(np.uint8)).save(buffer, format=Image.registered_extensions()[path.suffix.lower()])
+    write_bytes(path, buffer.getvalue())
 
 
 def write_mha_mask(disc: np.ndarray, path: Path, reference: Path | None = None) -> None:
@@ -133,24 +164,41 @@ def write_mha_mask(disc: np.ndarray, path: Path, reference: Path | None = None) 
     """
     import SimpleITK as sitk
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = sitk.GetImageFromArray(np.asarray(disc, dtype=np.uint8))
     if reference is not None:
         origin, spacing, direction = image_geometry(Path(reference))
         out.SetOrigin(origin)
         out.SetSpacing(spacing)
         out.SetDirection(direction.ravel().tolist())
-    sitk.WriteImage(out, str(path), useCompression=True)
+    _write_mha(out, Path(path))
 
 
 def write_mha_image(rgb: np.ndarray, path: Path) -> None:
     """An RGB image as a vector MHA, the way grand-challenge stores uploaded photographs."""
     import SimpleITK as sitk
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(path), useCompression=True)
+    _write_mha(sitk.GetImageFromArray(rgb, isVector=True), Path(path))
+
+
+def _write_mha(image, path: Path) -> None:
+    """SimpleITK writes the file under a temporary name (it leaves a cut file where the disk is
+    full); it is read back whole, by this module's reader, before it takes ``path``."""
+    import SimpleITK as sitk
+
+    def write(temporary: Path) -> None:
+        try:
+            sitk.WriteImage(image, str(temporary), useCompression=True)
+        except RuntimeError as exc:
+            reason = re.search(r"Reason: (.+)", str(exc))
+            raise OSError(errno.EIO, reason.group(1).strip() if reason else "SimpleITK could not write it") from None
+
+    def check(temporary: Path) -> None:
+        try:
+            _mha_read(temporary)
+        except ImageError as exc:
+            raise OSError(errno.EIO, f"the written file does not read back whole ({str(exc).rsplit(': ', 1)[-1]})") from None
+
+    write_file(path, write, check=check)
 
 
 def pixel_to_world(image_path: Path, x: float, y: float) -> tuple[float, float]:
@@ -188,10 +236,23 @@ def image_geometry(path: Path) -> tuple[tuple[float, float], tuple[float, float]
             spacing = np.array(info.GetSpacing(), dtype=float)
             direction = np.array(info.GetDirection(), dtype=float).reshape(dim, dim)
     origin, spacing, direction = np.asarray(origin, float)[:2], np.asarray(spacing, float)[:2], np.asarray(direction, float)[:2, :2]
-    if not (np.isfinite(origin).all() and np.isfinite(spacing).all() and np.isfinite(direction).all()) or (spacing <= 0).any():
-        raise ImageError(f"{path}: unusable image geometry (origin {origin.tolist()}, spacing {spacing.tolist()}, "
-                         f"direction {direction.ravel().tolist()})")
+    problem = geometry_problem(origin, spacing, direction)
+    if problem:
+        raise GeometryError(f"{path}: unusable image geometry: {problem} (origin {origin.tolist()}, spacing "
+                            f"{spacing.tolist()}, direction {direction.ravel().tolist()})")
     return (float(origin[0]), float(origin[1])), (float(spacing[0]), float(spacing[1])), direction
+
+
+def geometry_problem(origin, spacing, direction) -> str | None:
+    """Why a geometry cannot map pixels to world positions and back, or None."""
+    values = [np.asarray(v, float) for v in (origin, spacing, direction)]
+    if not all(np.isfinite(v).all() for v in values):
+        return "a value is not finite"
+    if (values[1] <= 0).any():
+        return "a spacing is not above 0"
+    if abs(np.linalg.det(values[2])) < 1e-6:
+        return "its direction matrix is singular (it maps the image onto a line or a point)"
+    return None
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -201,8 +262,26 @@ def _check_suffix(path: Path) -> None:
     if not is_image(path):
         raise ImageError(
             f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
-            f"use one of {', '.join(IMAGE_SUFFIXES)}"
+            f"use one of {', '.join(IMAGE_SUFFIXES)} (or a JPEG, PNG, GIF, BMP, TIFF or WebP by its content)"
         )
+
+
+# EXIF Orientation values: how a viewer turns the stored pixels to show them
+_ORIENTATIONS = {2: "mirrored", 3: "turned 180 degrees", 4: "mirrored upside down", 5: "mirrored and turned",
+                 6: "turned 90 degrees clockwise", 7: "mirrored and turned", 8: "turned 90 degrees anticlockwise"}
+
+
+def _check_orientation(im: Image.Image, path: Path) -> None:
+    """Refuse a photograph whose EXIF Orientation tag turns it for display (issue 24, item 8).
+
+    PALM positions and masks, like grand-challenge's, are in the stored pixel grid; a model
+    would see such a photograph sideways to what every viewer shows. Turning it and mapping the
+    results back is possible, but one line that says so keeps every result in stored pixels."""
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation in _ORIENTATIONS:
+        raise ImageError(f"{path}: EXIF orientation {orientation} ({_ORIENTATIONS[orientation]} for display): "
+                         f"results are given in the stored pixel grid, which viewers show turned; store the "
+                         f"pixels upright (e.g. exiftran -ai, or mogrify -auto-orient) and run it again")
 
 
 def _why(exc: Exception) -> str:

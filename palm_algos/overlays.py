@@ -11,12 +11,14 @@ numpy and Pillow only: the evaluation container, which has no torch, draws these
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
+from .atomic import write_bytes
 from .imageio import image_size, read_image
 
 SIDE = 1024
@@ -69,10 +71,9 @@ def draw_overlay(
 
 def save_overlay(picture: Image.Image, path: Path | str, quality: int = JPEG_QUALITY) -> Path:
     """Write the picture as a JPEG (folders made as needed); a 1024 px overlay is ~50-100 kB."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path, format="JPEG", quality=quality)
-    return path
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality)
+    return write_bytes(Path(path), buffer.getvalue())
 
 
 def read_photo(path: Path | str, side: int = SIDE) -> tuple[np.ndarray, tuple[int, int]]:

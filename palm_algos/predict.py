@@ -30,7 +30,7 @@ from .fov import Frame
 from .imageio import read_image
 from .models.ensemble import Ensemble, FlipTTA
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
-from .writers import OUTPUTS, OverlayWriter, csv_name_problem, prepare_output
+from .writers import OUTPUTS, OverlayWriter, csv_name_problem, own_folders, prepare_output
 
 BATCH_SIZE = 8  # images per forward pass in batch mode (`palm predict --batch-size`)
 log = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ def predict_folder(predictor: Predictor, input_dir: Path, output_dir: Path, prog
     """
     input_dir, output_dir = check_input_folder(input_dir), Path(output_dir)
     skipped: list[str] = []
-    images, failures = list_images(input_dir, skipped=skipped)
+    images, failures = list_images(input_dir, skipped=skipped, exclude=own_folders(input_dir, output_dir))
     if not images:
         detail = f" ({len(skipped)} other file(s): {skipped[0]}{', ...' if len(skipped) > 1 else ''})" if skipped else ""
         raise PalmError(f"{input_dir}: no images found{detail}")

@@ -81,7 +81,7 @@ def train_commands(name: str, data_root: Path | None, given: dict[str, Any]) -> 
     out, first = Path(chosen["out"]), int(chosen.get("seed", 0))
     members = [out.with_name(f"{out.stem}-seed{seed}.pt") for seed in range(first, first + seeds)]
     return [["train", *command_line({**chosen, "out": member, "seed": first + i})] for i, member in enumerate(members)] \
-        + [["ensemble", str(out), *map(str, members)]]
+        + [["ensemble", "--out", str(out), *map(str, members)]]
 
 
 def given_options(ctx: click.Context, leave: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -93,9 +93,9 @@ def find_checkpoint(task: str, model: Path | None = None, search: tuple[Path, ..
                 raise ServeError(f"{folder}: {len(found)} {task}.pt checkpoints ({shown}); keep one")
         if len(found) == 1:
             return found[0]
-        named = [p for p in found if p.name == f"{task}.pt"]
-        if len(named) == 1:
-            return named[0]
+        by_name = [p for p in found if p.name == f"{task}.pt"]
+        if len(by_name) == 1:
+            return by_name[0]
         if found:
             shown = ", ".join(str(p.relative_to(folder)) for p in found[:5])
             raise ServeError(f"{folder}: {len(found)} checkpoints ({shown}); keep one, or name it {task}.pt")
@@ -151,6 +151,8 @@ def gc_input_image(input_dir: Path, slug: str = INPUT_SLUG) -> Path:
             f"inputs.json: no input {slug!r} (found: {', '.join(slugs) or 'none'}); "
             f"set {ENV_INPUT_SLUG} to the input's slug"
         )
+    if len(matches) > 1:
+        raise ServeError(f"inputs.json: {len(matches)} values for the input {slug!r}; a job predicts one image")
     relative = interface(matches[0]).get("relative_path") or f"images/{slug}"
     folder = inside(input_dir, relative)
     if not folder.is_dir():

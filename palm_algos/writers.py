@@ -2,8 +2,9 @@
 value formats. The CLI and the containers both write through here.
 
 Writing never loses what is already there: the output folder is checked before anything is
-predicted (``prepare_output``), CSV and JSON files are written whole or not at all (a temporary
-file renamed into place), and a file system error is one ``OutputError`` line naming the path.
+predicted (``prepare_output``), every file (CSV, JSON, masks, overlays) is written whole or not
+at all (``atomic``: a temporary file, checked, renamed into place), and a file system error is
+one ``OutputError`` line naming the file.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import csv
 import io
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from .atomic import write_bytes
 from .errors import PalmError, one_line
-from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS
+from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS, name_problem
 from .imageio import pixel_to_world, write_mha_mask, write_palm_mask
 from .overlays import SIDE, draw_overlay, read_photo, save_overlay
 
@@ -60,13 +61,10 @@ def writing(path: Path):
 
 
 def csv_name_problem(name: str) -> str | None:
-    """Why a file name cannot be a row of a PALM CSV (which is UTF-8), or None."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return ("file name is not valid UTF-8 (made on another system?), so it cannot be listed in the "
-                "UTF-8 results CSV; rename the file (e.g. convmv -f latin1 -t utf8) and run it again")
-    return None
+    """Why a file name cannot be a row of a PALM CSV, or None: ``formats.name_problem``, the
+    rule the evaluation reads FileName cells by."""
+    problem = name_problem(name)
+    return f"file name {problem}" if problem else None
 
 
 def write_classification_csv(risks: dict[str, float], out_dir: Path) -> Path:
@@ -85,10 +83,9 @@ def write_fovea_csv(points: dict[str, tuple[float, float] | None], out_dir: Path
 def write_disc_masks(name: str, disc: np.ndarray, out_dir: Path, png: bool = True) -> None:
     """`Disc_Segmentation/<stem>.bmp` (0 = disc, 255 = background), and a PNG twin."""
     stem = Path(name).stem
-    with writing(out_dir / DISC_FOLDER):
-        write_palm_mask(disc, out_dir / DISC_FOLDER / f"{stem}.bmp")
-        if png:
-            write_palm_mask(disc, out_dir / DISC_FOLDER / "png" / f"{stem}.png")
+    for path in [out_dir / DISC_FOLDER / f"{stem}.bmp"] + ([out_dir / DISC_FOLDER / "png" / f"{stem}.png"] if png else []):
+        with writing(path):
+            write_palm_mask(disc, path)
 
 
 def write_gc_float(value: float, path: Path) -> None:
@@ -134,6 +131,14 @@ OUTPUTS = {
 }
 
 OVERLAY_FOLDER = "overlays"
+
+
+def own_folders(input_dir: Path, out_dir: Path) -> list[Path]:
+    """The folders a run writes that may lie inside its input folder: never read back as input.
+    The output folder itself where it lies below the input; its mask and overlay folders where
+    the two are one."""
+    input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
+    return [out_dir / DISC_FOLDER, out_dir / OVERLAY_FOLDER] + ([out_dir] if out_dir != input_dir else [])
 
 
 class OverlayWriter:
@@ -200,17 +205,6 @@ def _write_json(value, path: Path) -> None:
 
 
 def _write_whole(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, renamed into place."""
-    path = Path(path)
+    """Write ``path`` whole or not at all (``atomic``); a failure is one OutputError line."""
     with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_bytes(path, data)

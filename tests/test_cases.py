@@ -209,14 +209,14 @@ def test_truncated_image_found_by_check_images(tmp_path):
 def test_unsupported_and_duplicate_files(tmp_path):
     jpg(tmp_path / "a" / "P0001.jpg")
     jpg(tmp_path / "b" / "P0001.jpg")
-    (tmp_path / "a" / "P0002.gif").write_bytes(b"GIF89a")
+    (tmp_path / "a" / "P0002.doc").write_bytes(b"notes")  # an image neither by suffix nor by content
     (tmp_path / "broken.png").write_bytes(b"not a png")
     images, problems = list_images(tmp_path)
     assert images == [tmp_path / "a" / "P0001.jpg", tmp_path / "broken.png"]
     table = read_cases(tmp_path)
     assert [c.name for c in table.cases] == ["P0001"]
     assert "duplicate name 'P0001'" in one_problem(table, str(tmp_path / "b" / "P0001.jpg"))
-    assert "unsupported file type '.gif'" in one_problem(table, "P0002.gif")
+    assert "unsupported file type '.doc'" in one_problem(table, "P0002.doc")
     assert "cannot read image" in one_problem(table, "broken.png")
     assert all("\n" not in p for p in table.problems)
 

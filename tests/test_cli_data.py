@@ -47,13 +47,13 @@ def test_inspect_lists_every_problem(tmp_path):
         Image.fromarray(np.full((300, 400, 3), 80, np.uint8)).save(tmp_path / f"{name}.jpg")
     data = (tmp_path / "P0002.jpg").read_bytes()
     (tmp_path / "P0002.jpg").write_bytes(data[: len(data) // 2])
-    (tmp_path / "clip.gif").write_bytes(b"GIF89a")
+    (tmp_path / "clip.doc").write_bytes(b"not an image")
     (tmp_path / "labels.csv").write_text("imgName,Label\nP0001.jpg,1\nN0003.jpg,7\nX0009.jpg,0\n")
     result = palm("data", "inspect", tmp_path, "--decode")
     assert result.exit_code == 0
     lines = [line.strip() for line in result.output.splitlines()]
     assert "cases            2" in result.output and "problems         5" in result.output
-    for words in ("clip.gif: skipped, unsupported", "N0003): Label must be 0 or 1", "'X0009' names no image",
+    for words in ("clip.doc: skipped, unsupported", "N0003): Label must be 0 or 1", "'X0009' names no image",
                   "no row for 1 image(s): P0002", "P0002.jpg: cannot read image (image file is truncated"):
         assert sum(words in line for line in lines) == 1, (words, result.output)
     without = palm("data", "inspect", tmp_path, "--json")

@@ -80,7 +80,7 @@ def test_ensembles_unpack_into_a_larger_ensemble_and_refuse_other_models(tmp_pat
 def test_palm_ensemble_command_writes_one_checkpoint_palm_predict_uses(tmp_path):
     a, b = (random_checkpoint(tmp_path / f"m{s}.pt", "fovea", seed=s) for s in (1, 2))
     runner = CliRunner()
-    result = runner.invoke(main, ["ensemble", str(tmp_path / "both.pt"), str(a), str(b)])
+    result = runner.invoke(main, ["ensemble", "--out", str(tmp_path / "both.pt"), str(a), str(b)])
     assert result.exit_code == 0, result.output
     assert "fovea ensemble of 2 disc-fovea-heatmaps models" in result.output
     assert load_checkpoint(tmp_path / "both.pt", task="fovea")["meta"]["members"] == 2
@@ -92,7 +92,7 @@ def test_palm_ensemble_command_writes_one_checkpoint_palm_predict_uses(tmp_path)
     assert result.exit_code == 0, result.output
     rows = (tmp_path / "out" / "Fovea_Localization_Results.csv").read_text().splitlines()
     assert rows[0] == "FileName,Fovea_X,Fovea_Y" and rows[1].startswith("P0001.png,")
-    result = runner.invoke(main, ["ensemble", str(tmp_path / "x.pt"), str(a), str(tmp_path / "missing.pt")])
+    result = runner.invoke(main, ["ensemble", "--out", str(tmp_path / "x.pt"), str(a), str(tmp_path / "missing.pt")])
     assert result.exit_code == 1 and "missing.pt: no such checkpoint file" in result.output
 
 

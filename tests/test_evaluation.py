@@ -216,7 +216,7 @@ GOOD_RISK = "FileName,PM Risk\nP0001.jpg,0.9\nP0002.jpg,0.8\nN0003.jpg,0.2\nN000
         (GOOD_RISK.replace("0.8", "-0.1"), "PM Risk must be between 0 and 1, got -0.1"),
         (GOOD_RISK.replace("P0001.jpg", "../P0001.jpg"), "'../P0001.jpg' must be a bare file name"),
         (GOOD_RISK.replace("P0001.jpg", "a/P0001.jpg"), "'a/P0001.jpg' must be a bare file name"),
-        (GOOD_RISK.replace("P0001.jpg,0.9", "P0001.jpg"), "line 2: expected 2 values"),
+        (GOOD_RISK.replace("P0001.jpg,0.9", "P0001.jpg"), "line 2: 1 cell, but the header has 2"),
         ("", "the file is empty"),
     ],
 )
@@ -243,7 +243,7 @@ def test_extra_cases_and_extra_columns_only_warn(truth, tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
     (sub / "Classification_Results.csv").write_text(
-        GOOD_RISK.replace("FileName,PM Risk", "FileName,PM Risk,notes") + "X0009.jpg,0.5\n")
+        "FileName,PM Risk,notes\n" + GOOD_RISK.split("\n", 1)[1].replace("\n", ",\n") + "X0009.jpg,0.5,\n")
     result = evaluate_palm(sub, truth)
     assert result["aggregates"]["classification"]["auc"] == 1.0
     assert any("ignored 1 predictions for images not in the test set: X0009" in w for w in result["warnings"])

@@ -407,6 +407,36 @@ def _no_normalised(data):
     assert fovea["mean_distance"] == 0.0 and fovea["mean_normalised_distance"] is None
 
 
+# -- issue 24: builders -----------------------------------------------------------------------
+
+
+def _two_sheets_disagree(tmp, mp):  # 24.6: a second label sheet that says otherwise for V0002
+    gt = make_truth(tmp / "gt")
+    rows = sheet_rows()
+    rows[2] = rows[2].replace("V0002.jpg,1,", "V0002.jpg,0,")
+    (gt / "labels-second-reader.csv").write_text("\n".join(rows) + "\n")
+    return write_sub(tmp / "sub"), gt
+
+
+def _two_sheets_disagree_no_images(tmp, mp):  # 24.6: the same in the organisers' release (no images)
+    gt = make_truth(tmp / "gt", images=False)
+    rows = sheet_rows()
+    rows[1] = rows[1].replace("V0001.jpg,1,30,20", "V0001.jpg,1,31,20")
+    (gt / "labels-second-reader.csv").write_text("\n".join(rows) + "\n")
+    return write_sub(tmp / "sub"), gt
+
+
+def _odd_names_truth(tmp, mp):  # 24.10: names prediction writes (':' is a plain character on Linux)
+    gt = make_truth(tmp / "gt", masks=False)
+    Image.new("RGB", (W, H), (120, 60, 30)).save(gt / "a:b.png")
+    with open(gt / SHEET, "a") as f:
+        f.write("a:b.jpg,1,10,10\n")
+    sub = write_sub(tmp / "sub", tasks=("classification",))
+    with open(sub / "Classification_Results.csv", "a") as f:
+        f.write("a:b.jpg,0.95\n")
+    return sub, gt
+
+
 PALM_CASES = {
     # 10: mask conventions
     "label-map-masks": Case(_label_map, 0, ("V0001.png", "0/1 label map", "1 = disc"), agg("disc", "mean_dice", 1.0)),
@@ -461,6 +491,20 @@ PALM_CASES = {
     "gt-sheet-with-sizes": Case(_gt_sheet_sizes, 0, ("fovea", "mean distance 5.00"),
                                 agg("fovea", "mean_normalised_distance", np.hypot(3 / W, 4 / H))),
     "gt-sheet-without-sizes": Case(_gt_sheet_no_sizes, 0, ("ground truth", "image size unknown", "normalised"), _no_normalised),
+    # issue 24
+    "decimal-commas": Case(_csv("FileName,PM Risk\nV0001.jpg,0,9\nV0002.jpg,0,8\nV0003.jpg,0,1\nV0004.jpg,0,2\n"), 1,
+                           ("Classification_Results.csv", "line 2", "3 cells", "header has 2", "decimal comma")),
+    "fovea-decimal-commas": Case(_csv("FileName,Fovea_X,Fovea_Y\nV0001.jpg,30,0,20,0\n", "Fovea_Localization_Results.csv"),
+                                 1, ("Fovea_Localization_Results.csv", "line 2", "5 cells", "header has 3")),
+    "row-short-of-header": Case(_csv("FileName,PM Risk,Note\nV0001.jpg,0.9\n"), 1,
+                                ("Classification_Results.csv", "line 2", "2 cells", "header has 3")),
+    "gt-two-sheets-disagree": Case(_two_sheets_disagree, 2, ("Ground truth problem", "labels-second-reader.csv", SHEET,
+                                                             "V0002", "disagree")),
+    "gt-two-sheets-disagree-no-images": Case(_two_sheets_disagree_no_images, 2,
+                                             ("Ground truth problem", "labels-second-reader.csv", SHEET, "V0001", "disagree")),
+    "name-with-colon": Case(_odd_names_truth, 0, ("classification", "AUC 1.0000", "5 images")),
+    "name-leading-space": Case(_csv(RISK.replace("V0002.jpg", " V0002.jpg")), 1,
+                               ("Classification_Results.csv", "line 3", "' V0002.jpg'", "space")),
 }
 
 
@@ -644,6 +688,77 @@ def _gc_out_under_file(tmp, mp):
     return gc_input(tmp / "input"), make_truth(tmp / "gt"), tmp / "blocker"
 
 
+# -- issue 24, items 3 and 12: whose geometry -----------------------------------------------
+
+
+def write_mask_geometry(disc_mask: np.ndarray, path: Path, origin=(0.0, 0.0), spacing=(1.0, 1.0)) -> None:
+    """A grand-challenge mask (1 = disc) with the given origin and spacing; spacing 0 is patched into the header
+    (SimpleITK refuses to write it)."""
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(disc_mask.astype(np.uint8))
+    image.SetOrigin(origin)
+    image.SetSpacing([s or 1.0 for s in spacing])
+    sitk.WriteImage(image, str(path), useCompression=True)
+    if 0 in spacing:
+        data = path.read_bytes()
+        at = data.index(b"ElementSpacing = ")
+        end = data.index(b"\n", at)
+        path.write_bytes(data[:at] + b"ElementSpacing = 0 0" + data[end:])
+
+
+def shifted(name: str, dx: int = 5) -> np.ndarray:
+    return np.roll(disc(name), dx, axis=1)  # the disc 5 px to the right: Hausdorff 5 px
+
+
+def _only_disc_outputs(inp: Path) -> None:
+    jobs = json.loads((inp / "predictions.json").read_text())
+    for job in jobs:
+        job["outputs"] = [o for o in job["outputs"] if o["interface"]["slug"] == "optic-disc-segmentation"]
+    (inp / "predictions.json").write_text(json.dumps(jobs))
+
+
+def _gc_mask_spacing(spacing, disc_only: bool = True):
+    def build(tmp, mp):  # 24.3: the participant's mask sets the spacing the Hausdorff distance is measured in
+        inp = gc_input(tmp / "input", mask=lambda n, p: write_mask_geometry(shifted(n), p, spacing=spacing))
+        if disc_only:
+            _only_disc_outputs(inp)
+        return inp, make_truth(tmp / "gt")
+    return build
+
+
+ORIGIN, SPACING = (10.0, 20.0), (0.5, 0.5)  # the archive's .mha images in item 12
+
+
+def world_jobs(root: Path) -> Path:
+    """Jobs as palm-all writes them for archive images of origin (10, 20), spacing 0.5: world-space points,
+    masks carrying that geometry."""
+    inp = gc_input(root, mask=lambda n, p: write_mask_geometry(disc(n), p, ORIGIN, SPACING))
+    for i, (name, (_, fovea, _)) in enumerate(TRUTH.items()):
+        world = [ORIGIN[0] + SPACING[0] * fovea[0], ORIGIN[1] + SPACING[1] * fovea[1], 0]
+        point = {"version": {"major": 1, "minor": 0}, "type": "Point", "name": "fovea", "point": world}
+        (inp / f"job-{i}" / "output" / "fovea.json").write_text(json.dumps(point))
+    return inp
+
+
+def _gc_world_points_pixel_truth(tmp, mp):  # 24.12: ground truth in the PALM layout (PNG + sheet): no geometry
+    return world_jobs(tmp / "input"), make_truth(tmp / "gt")
+
+
+def _gc_world_points_mha_truth(tmp, mp):  # 24.12: the same jobs against the archive's images as ground truth
+    import SimpleITK as sitk
+
+    gt = make_truth(tmp / "gt")
+    for name in TRUTH:
+        (gt / f"{name}.png").unlink()
+        image = sitk.GetImageFromArray(np.full((H, W, 3), 90, np.uint8), isVector=True)
+        image.SetOrigin(ORIGIN)
+        image.SetSpacing(SPACING)
+        sitk.WriteImage(image, str(gt / f"{name}.mha"), useCompression=True)
+    return world_jobs(tmp / "input"), gt
+
+
 GC_CASES = {
     "gc-predictions-missing": Case(_gc_predictions(None), 1, ("predictions.json", "not found")),
     "gc-predictions-not-json": Case(_gc_predictions("{oops"), 1, ("predictions.json", "not valid JSON")),
@@ -666,6 +781,16 @@ GC_CASES = {
     "gc-gt-missing": Case(_gc_gt_missing, 2, ("Ground truth problem", "no-truth", "no such file or folder")),
     "gc-gt-no-fovea": Case(_gc_gt_no_fovea, 2, ("Ground truth problem", "no fovea positions", "fovea")),
     "gc-output-under-a-file": Case(_gc_out_under_file, 2, ("blocker", "cannot write")),
+    # issue 24
+    "gc-mask-spacing-tiny": Case(_gc_mask_spacing((0.001, 0.001)), 0, ("optic-disc-segmentation", "geometry", "ignored"),
+                                 agg("disc", "mean_hausdorff", 5.0)),
+    "gc-mask-spacing-zero": Case(_gc_mask_spacing((0.0, 0.0)), 0, ("optic-disc-segmentation", "geometry", "ignored"),
+                                 agg("disc", "mean_hausdorff", 5.0)),
+    "gc-mask-spacing-with-points": Case(_gc_mask_spacing((0.001, 0.001), disc_only=False), 1,
+                                        ("fovea", "job-0/output/images/optic-disc-segmentation/output.mha", "spacing (0.001, 0.001)", "no geometry")),
+    "gc-world-points-pixel-truth": Case(_gc_world_points_pixel_truth, 1,
+                                        ("fovea", "job-0/output/images/optic-disc-segmentation/output.mha", "origin (10, 20)", "no geometry")),
+    "gc-world-points-mha-truth": Case(_gc_world_points_mha_truth, 0, ("fovea", "mean distance 0.00"), all_perfect),
 }
 
 

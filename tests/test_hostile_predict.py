@@ -831,3 +831,169 @@ def test_hostile_inputs_doc_lists_the_algorithm_cases():
     assert "## Algorithms (palm predict, containers)" in text
     section = text.split("## Algorithms (palm predict, containers)")[1].split("\n## ")[0]
     assert section.count("\n|") >= 40
+
+
+# -- issue 24 ------------------------------------------------------------------------------------------
+
+
+def test_ensemble_never_overwrites_a_member(ckpts, tmp_path):
+    """24.2: `palm ensemble fold0.pt fold1.pt fold2.pt`, the output forgotten, wrote the ensemble of
+    fold1 and fold2 over the trained fold0.pt."""
+    folds = [tmp_path / f"fold{k}.pt" for k in range(3)]
+    for fold in folds:
+        shutil.copy(ckpts["fovea"], fold)
+    before = folds[0].read_bytes()
+    forgotten = CliRunner().invoke(palm, ["ensemble", *map(str, folds)])
+    assert forgotten.exit_code != 0 and "--out" in forgotten.output, forgotten.output
+    assert folds[0].read_bytes() == before
+    member = CliRunner().invoke(palm, ["ensemble", "--out", str(folds[0]), *map(str, folds)])
+    assert member.exit_code == 1 and "fold0.pt" in member.output and "one of the checkpoints" in member.output
+    assert folds[0].read_bytes() == before
+    made = CliRunner().invoke(palm, ["ensemble", "--out", str(tmp_path / "fovea.pt"), *map(str, folds)])
+    assert made.exit_code == 0 and (tmp_path / "fovea.pt").is_file(), made.output
+
+
+def limited(file_blocks: int, args: list[str], cwd: Path) -> Run:
+    """``python -m <args>`` with at most ``file_blocks`` x 512 bytes per file written (``ulimit -f``), as on a full disk."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = f"ulimit -f {file_blocks}; exec {sys.executable} -m " + " ".join(map(shlex_quote, args))
+    proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(str(text))
+
+
+def test_short_write_of_a_gc_mask_fails_and_leaves_nothing(ckpts, tmp_path):
+    """24.4: SimpleITK left a truncated output.mha (and a traceback) when the file could not be written whole."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    gc_job(inp, lambda p: write_mha_image(fundus(640, 480), p))
+    run = limited(0, ["palm_algos.serve", "disc", "--input", inp, "--output", out, "--model", ckpts["disc"]], tmp_path)
+    last = assert_clean(run, 1, "output.mha", "cannot write")
+    assert run.text.strip().splitlines()[-1] == last
+    assert nothing_written(out)
+
+
+def test_short_write_of_a_palm_mask_fails_and_names_the_file(ckpts, tmp_path):
+    """24.4: every output file is written whole or not at all, and the line names the file."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    Image.fromarray(fundus(640, 480)).save(inp / "P0001.png")
+    run = limited(1, ["palm_algos.cli", "predict", "disc", "--input", inp, "--output", out, "--model", ckpts["disc"]],
+                  tmp_path)
+    assert_clean(run, 1, "P0001.bmp", "cannot write")
+    assert nothing_written(out)
+
+
+def test_atomic_write_checks_the_size(tmp_path, monkeypatch):
+    """24.4: a write that silently stores fewer bytes than it was given (a full network disk) fails the run."""
+    from palm_algos import atomic
+    from palm_algos.writers import OutputError, write_classification_csv
+
+    real_write = os.write
+    def short(fd, data):  # stores half, says it stored all, as a broken file system may
+        real_write(fd, bytes(data)[: max(1, len(data) // 2)])
+        return len(data)
+
+    monkeypatch.setattr(atomic.os, "write", short)
+    (tmp_path / CSV["classification"]).write_text("FileName,PM Risk\nP0001.jpg,0.5\n")
+    with pytest.raises(OutputError, match="Classification_Results.csv.*short"):
+        write_classification_csv({"P0001.jpg": 0.25, "N0002.png": 0.5}, tmp_path)
+    assert (tmp_path / CSV["classification"]).read_text() == "FileName,PM Risk\nP0001.jpg,0.5\n"  # the old file kept
+    assert [p.name for p in tmp_path.iterdir()] == [CSV["classification"]]  # no temporary file left
+
+
+@pytest.mark.parametrize("where", ["inside", "same"])
+def test_own_output_folders_are_never_read_as_input(where, ckpts, cached_models, tmp_path):
+    """24.5: overlays/ (and Disc_Segmentation/) of an earlier run inside the input folder were predicted."""
+    inp = good_folder(tmp_path / "in")
+    out = inp / "out" if where == "inside" else inp
+    for _ in range(2):
+        run = palm_predict("classification", inp, out, ckpts["classification"], "--overlays")
+        assert run.code == 0 and "Traceback" not in run.text, run.text
+    assert_outputs(out, "classification", set(GOOD))
+    assert {p.name for p in (out / "overlays").iterdir()} == {"P0001.jpg", "N0002.jpg"}
+
+
+def singular_mha(path: Path) -> None:
+    """24.7: an .mha whose direction matrix is singular (all zeros): no world geometry."""
+    path.write_bytes(mha_header(DimSize="64 48", TransformMatrix="0 0 0 0") + fundus().tobytes())
+
+
+@pytest.mark.parametrize("task", ["fovea", "disc"])
+def test_gc_image_with_a_singular_direction_is_refused(task, ckpts, cached_models, tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    image = gc_job(inp, singular_mha)
+    run = serve_main(task, inp, out, ckpts[task])
+    last = assert_clean(run, 1, image.name, "singular")
+    assert last == run.text.strip().splitlines()[-1]
+    assert nothing_written(out)
+
+
+def rotated_jpeg(path: Path, orientation: int = 6) -> None:
+    """24.8: a JPEG stored sideways with an EXIF Orientation tag, as phones write them."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(fundus(seed=7)).save(path, format="JPEG", exif=exif)
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_exif_rotated_photograph_is_refused_by_name(entry, ckpts, cached_models, tmp_path):
+    inp, out = good_folder(tmp_path / "in"), tmp_path / "out"
+    rotated_jpeg(inp / "V0010.jpg")
+    rotated_jpeg(inp / "V0011.jpg", orientation=1)  # "stored upright": nothing to say
+    run = ENTRIES[entry]("fovea", inp, out, ckpts["fovea"])
+    line = assert_clean(run, 1, "V0010.jpg", "EXIF orientation 6")
+    assert "stored pixel" in line
+    assert_outputs(out, "fovea", set(GOOD) | {"V0011.jpg"})
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_photographs_are_recognised_by_content(entry, ckpts, cached_models, tmp_path):
+    """24.9: a .jfif (or a JPEG without a suffix) was 'skipped, unsupported file type' with exit 0."""
+    inp, out = good_folder(tmp_path / "in"), tmp_path / "out"
+    _jpeg(inp, "V0012.jfif")
+    _jpeg(inp, "V0013")
+    run = ENTRIES[entry]("classification", inp, out, ckpts["classification"])
+    assert run.code == 0 and "Traceback" not in run.text and "skipped" not in run.text, run.text
+    assert_outputs(out, "classification", set(GOOD) | {"V0012.jfif", "V0013"})
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_names_follow_the_evaluation_rule(entry, ckpts, cached_models, tmp_path):
+    """24.10: prediction wrote rows that evaluation refuses ('a\\b.jpg') or trims (' lead.jpg');
+    'a:b.jpg' is a plain name on both sides."""
+    inp, out = good_folder(tmp_path / "in"), tmp_path / "out"
+    for name in ("a\\b.jpg", " lead.jpg", "a:b.jpg"):
+        _jpeg(inp, name)
+    run = ENTRIES[entry]("classification", inp, out, ckpts["classification"])
+    assert_clean(run, 1, "a\\b.jpg", "folder separator")
+    assert_clean(run, 1, " lead.jpg", "space")
+    assert_outputs(out, "classification", set(GOOD) | {"a:b.jpg"})
+
+
+def test_gc_two_values_for_the_image_socket(ckpts, cached_models, tmp_path):
+    """24.11: the first of two values for color-fundus-image was used silently."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    gc_job(inp)
+    values = json.loads((inp / "inputs.json").read_text())
+    (inp / "inputs.json").write_text(json.dumps(values + [{**values[0], "pk": 2}]))
+    run = serve_main("classification", inp, out, ckpts["classification"])
+    last = assert_clean(run, 1, "color-fundus-image", "2 values")
+    assert last == run.text.strip().splitlines()[-1]
+    assert nothing_written(out)
+
+
+def test_palm_all_takes_only_task_named_checkpoints(ckpts, tmp_path):
+    """24.13: a first model folder without disc.pt made palm-all take the second folder's only checkpoint,
+    whatever its name ("trained for 'fovea', not 'disc'" instead of "no disc.pt")."""
+    first, second = tmp_path / "ml-model", tmp_path / "app-model"
+    first.mkdir(), second.mkdir()
+    shutil.copy(ckpts["classification"], first / "classification.pt")
+    shutil.copy(ckpts["fovea"], second / "fovea.pt")
+    with pytest.raises(serve.ServeError, match="expected disc.pt in"):
+        serve.find_checkpoint("disc", search=(first, second), named=True)
+    assert serve.find_checkpoint("fovea", search=(first, second), named=True) == second / "fovea.pt"

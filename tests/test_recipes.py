@@ -28,18 +28,19 @@ RECIPES = read_recipes()
 # it (commit d67c945, recorded through its PALM hook), with issue 23's change since (the fovea
 # and disc models on the field of view with standardised colours, the disc on both disc
 # sources): the recipes must train exactly this, and a change to them must change this too.
+# (`palm ensemble` takes its output as --out since issue 24.)
 TRAIN_FINAL_BEFORE = {
     "classification": [
         *(f"train classification --data ROOT/palm224/PALM-Training400 --input-size 112 --epochs 14 --batch-size 16 "
           f"--out OUT-seed{s}.pt --pretrained none --seed {s} --val-fraction 0" for s in range(3)),
-        "ensemble OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
+        "ensemble --out OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
     "fovea": ["train fovea --data ROOT/idrid --out OUT.pt --pretrained none --arch disc-fovea-heatmaps --input-size 192 "
               "--epochs 50 --batch-size 8 --val-fraction 0 --geometry fov --colour standardise"],
     "disc": [
         *(f"train disc --data ROOT/drishti-gs1/Training --data ROOT/drions-sample --geometry fov --colour standardise "
           f"--input-size 256 --zoom 2 --epochs 30 --batch-size 8 "
           f"--out OUT-seed{s}.pt --pretrained none --seed {s} --val-fraction 0" for s in range(3)),
-        "ensemble OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
+        "ensemble --out OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
 }
 
 
@@ -86,7 +87,7 @@ def test_options_on_the_command_line_win_over_the_recipe():
     lines = train_commands("final-disc", Path("ROOT"), {"epochs": 1, "data": ["elsewhere"], "out": "m/disc.pt"})
     assert [palm_parsed(line)[1]["epochs"] for line in lines[:-1]] == [1, 1, 1]
     assert {palm_parsed(line)[1]["data_dirs"] for line in lines[:-1]} == {(Path("elsewhere"),)}
-    assert lines[-1] == ["ensemble", "m/disc.pt", "m/disc-seed0.pt", "m/disc-seed1.pt", "m/disc-seed2.pt"]
+    assert lines[-1] == ["ensemble", "--out", "m/disc.pt", "m/disc-seed0.pt", "m/disc-seed1.pt", "m/disc-seed2.pt"]
 
 
 def test_every_recipe_is_a_command_line_its_reader_accepts():

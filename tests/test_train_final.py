@@ -32,7 +32,7 @@ def shrunk_palm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def small_data_root(shared_data, tmp_path_factory) -> Path:
     """DATA_ROOT laid out like ../shared/data, 8 real cases per task (links, and the IDRiD
-    sheets cut to those rows)."""
+    sheets cut to those rows), and 4 of the DRIONS sample, the disc recipe's second source."""
     root = tmp_path_factory.mktemp("data")
 
     def link(relative: str, names: list[str]) -> None:
@@ -50,6 +50,9 @@ def small_data_root(shared_data, tmp_path_factory) -> Path:
     drishti = sorted(p.stem for p in (shared_data / "drishti-gs1/Training/images").glob("*.jpg"))[:8]
     link("drishti-gs1/Training/images", [f"{n}.jpg" for n in drishti])
     link("drishti-gs1/Training/disc-softmaps", [f"{n}_ODsegSoftmap.png" for n in drishti])
+    drions = sorted(p.name for p in (shared_data / "drions-sample/images").glob("*.jpg"))[:4]
+    link("drions-sample/images", drions)
+    link("drions-sample/masks", drions)
     return root
 
 

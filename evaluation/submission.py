@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from palm_algos.formats import (CSV_NAMES, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_KINDS, OUTPUT_SLUGS, PALM_COLUMNS,
-                                PALM_FILES, TASKS, interface, name_problem, stays_below)
+from palm_algos.formats import (FORMATS, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_SLUGS, TASKS, interface, name_problem,
+                                stays_below)
 
 from .unpack import is_junk
 from .validation import Report, bare_name, short_list
@@ -54,7 +54,7 @@ class Submission:
 # -- PALM folder -----------------------------------------------------------------------------
 
 
-RESULT_NAMES = {name.lower() for name in PALM_FILES.values()}
+RESULT_NAMES = {f.palm_file.lower() for f in FORMATS.values()}
 MAX_DEPTH = 8
 
 
@@ -84,12 +84,12 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
             sub.report.error(f"{entries[key].name} and {path.name}: two results whose names differ only by case")
         entries.setdefault(key, path)
     predictions: dict[str, dict] = {}
-    for task in CSV_NAMES:
-        path = entries.get(PALM_FILES[task].lower())
+    for task in CSV_VALUES:
+        path = entries.get(FORMATS[task].palm_file.lower())
         if path is None:
             continue
         sub.sources[task] = path.name
-        rows, bad = read_palm_csv(path, PALM_COLUMNS[task], sub.report)
+        rows, bad = read_palm_csv(path, FORMATS[task].columns, sub.report)
         if rows is None:  # unusable as a whole (already reported): no per-case complaints
             rows, bad = {}, {"*"}
         sub.rejected |= {(task, name) for name in bad}
@@ -99,15 +99,15 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
             if text := problem(prediction):
                 sub.report.error(f"{path.name}: {name}: {text}")
     sub.risk, sub.fovea = predictions.get("classification"), predictions.get("fovea")
-    masks = entries.get(PALM_FILES["disc"].lower())
+    masks = entries.get(FORMATS["disc"].palm_file.lower())
     if masks is not None and masks.is_dir():
         sub.sources["disc"] = masks.name
         sub.disc = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
     if not sub.tasks() and not sub.report.errors:
         found = f"; found the folders {short_list(p.name for p in others)}: submit one team's results" if others else ""
         sub.report.error(
-            f"{shown.name or shown}: no results found; expected {PALM_FILES['classification']}, "
-            f"{PALM_FILES['fovea']} or a {PALM_FILES['disc']}/ folder{found}"
+            f"{shown.name or shown}: no results found; expected {FORMATS['classification'].palm_file}, "
+            f"{FORMATS['fovea'].palm_file} or a {FORMATS['disc'].palm_file}/ folder{found}"
         )
     return sub
 
@@ -381,7 +381,7 @@ def choose_slugs(jobs: list, given: dict[str, str], report: Report) -> dict[str,
     for task in TASKS:
         if task in chosen:
             continue
-        for kinds in OUTPUT_KINDS[task]:
+        for kinds in FORMATS[task].kinds:
             candidates = sorted(s for s, k in seen.items() if s not in taken and k & set(kinds))
             if len(candidates) > 1:
                 report.error(f"cannot tell which output is the {task} ({kinds[0].title()}): "

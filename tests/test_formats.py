@@ -24,8 +24,8 @@ def test_both_sides_use_the_same_objects():
     assert serve.OUTPUT_SLUGS is submission.OUTPUT_SLUGS is gc.OUTPUT_SLUGS is evaluation_cli.OUTPUT_SLUGS \
         is formats.OUTPUT_SLUGS
     assert serve.INPUT_SLUG is formats.INPUT_SLUG
-    assert writers.CSV_NAMES is submission.CSV_NAMES is formats.CSV_NAMES
-    assert writers.PALM_COLUMNS is submission.PALM_COLUMNS is formats.PALM_COLUMNS
+    assert writers.CSV_NAMES is formats.CSV_NAMES and writers.PALM_COLUMNS is formats.PALM_COLUMNS
+    assert submission.FORMATS is formats.FORMATS
     assert serve.GC_IMAGE_SUFFIXES is submission.GC_IMAGE_SUFFIXES is scoring.GC_IMAGE_SUFFIXES \
         is imageio.GC_IMAGE_SUFFIXES is formats.GC_IMAGE_SUFFIXES
     assert serve.interface is submission.interface is formats.interface
@@ -61,10 +61,9 @@ def test_build_sh_tasks_are_the_tasks():
     assert line and tuple(line.group(1).split()) == formats.TASKS
 
 
-def test_every_task_has_every_format_entry():
-    for table in (formats.OUTPUT_SLUGS, formats.KIND_NAMES, formats.OUTPUT_KINDS, formats.PALM_FILES,
-                  formats.GC_RELATIVE_PATHS, formats.GC_OUTPUT_FILES, writers.OUTPUTS):
-        assert tuple(table) == formats.TASKS
+def test_every_task_has_one_format_record():
+    assert tuple(formats.FORMATS) == tuple(writers.OUTPUTS) == formats.TASKS
+    assert all(f.task == task for task, f in formats.FORMATS.items())
     assert tuple(formats.PALM_COLUMNS) == tuple(submission.CSV_VALUES) == tuple(formats.CSV_NAMES)
 
 
@@ -77,7 +76,7 @@ def test_the_model_tasks_are_the_format_tasks():
 
 def test_gc_output_file_lies_in_the_socket_path():
     for task in formats.TASKS:
-        relative = formats.GC_RELATIVE_PATHS[task].format(slug="s")
+        relative = formats.gc_relative_path(task, "s")
         assert gc_output_file(task, "s") == relative or gc_output_file(task, "s").startswith(relative + "/")
     assert gc_output_file("disc", "optic-disc-segmentation") == "images/optic-disc-segmentation/output.mha"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evaluation import cli as evaluation_cli
-from evaluation import gc, leaderboard, scoring, submission
+from evaluation import gc, leaderboard, submission, tasks as evaluation_tasks
 from palm_algos import formats, imageio, serve, writers
 from palm_algos.formats import gc_output_file, interface, stays_below
 
@@ -26,7 +26,7 @@ def test_both_sides_use_the_same_objects():
     assert serve.INPUT_SLUG is formats.INPUT_SLUG
     assert writers.CSV_NAMES is formats.CSV_NAMES and writers.PALM_COLUMNS is formats.PALM_COLUMNS
     assert submission.FORMATS is formats.FORMATS
-    assert serve.GC_IMAGE_SUFFIXES is submission.GC_IMAGE_SUFFIXES is scoring.GC_IMAGE_SUFFIXES \
+    assert serve.GC_IMAGE_SUFFIXES is submission.GC_IMAGE_SUFFIXES is evaluation_tasks.GC_IMAGE_SUFFIXES \
         is imageio.GC_IMAGE_SUFFIXES is formats.GC_IMAGE_SUFFIXES
     assert serve.interface is submission.interface is formats.interface
 
@@ -64,7 +64,9 @@ def test_build_sh_tasks_are_the_tasks():
 def test_every_task_has_one_format_record():
     assert tuple(formats.FORMATS) == tuple(writers.OUTPUTS) == formats.TASKS
     assert all(f.task == task for task, f in formats.FORMATS.items())
-    assert tuple(formats.PALM_COLUMNS) == tuple(submission.CSV_VALUES) == tuple(formats.CSV_NAMES)
+    assert tuple(evaluation_tasks.TABLE) == formats.TASKS
+    assert tuple(formats.PALM_COLUMNS) == tuple(formats.CSV_NAMES) \
+        == tuple(t for t, row in evaluation_tasks.TABLE.items() if row.csv_value)
 
 
 def test_the_model_tasks_are_the_format_tasks():

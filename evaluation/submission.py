@@ -95,16 +95,16 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
         for name, prediction in predictions.items():
             if text := TABLE[task].csv_problem(prediction):
                 sub.report.error(f"{path.name}: {name}: {text}")
-    masks = entries.get(FORMATS["disc"].palm_file.lower())
-    if masks is not None and masks.is_dir():
-        sub.sources["disc"] = masks.name
-        sub.predictions["disc"] = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
+    for task in (t for t in TASKS if not TABLE[t].csv_value):  # the rest submit a folder of masks
+        masks = entries.get(FORMATS[task].palm_file.lower())
+        if masks is not None and masks.is_dir():
+            sub.sources[task] = masks.name
+            sub.predictions[task] = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
     if not sub.tasks() and not sub.report.errors:
         found = f"; found the folders {short_list(p.name for p in others)}: submit one team's results" if others else ""
-        sub.report.error(
-            f"{shown.name or shown}: no results found; expected {FORMATS['classification'].palm_file}, "
-            f"{FORMATS['fovea'].palm_file} or a {FORMATS['disc'].palm_file}/ folder{found}"
-        )
+        files = ", ".join(f.palm_file for f in FORMATS.values() if f.columns)
+        folders = " or ".join(f"{f.palm_file}/" for f in FORMATS.values() if not f.columns)
+        sub.report.error(f"{shown.name or shown}: no results found; expected {files} or a {folders} folder{found}")
     return sub
 
 

@@ -10,7 +10,7 @@ so the leaderboard folder opens from disk with no server and no network.
 from __future__ import annotations
 
 import html
-import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -21,15 +21,11 @@ from palm_algos.overlays import draw_overlay, read_photo, save_overlay
 
 from .masks import MaskError, read_prediction
 from .submission import MaskFile
+from .tasks import TABLE, finite
 
 FOLDER = "gallery"
 WORST = 6
 THUMB_SIDE = 180
-WORST_TITLES = {
-    "disc": "Disc: lowest Dice",
-    "fovea": "Fovea: largest distance",
-    "classification": "Classification: largest error |label - PM risk|",
-}
 SCORE_COLUMNS = ("label", "pm_risk", "fovea_distance", "fovea_normalised_distance", "dice", "hausdorff")
 SORT_SCRIPT = """
 document.querySelectorAll('table.sortable th').forEach((th, column) => th.addEventListener('click', () => {
@@ -53,19 +49,12 @@ def case_table(result: dict) -> dict[str, dict]:
 
 def worst_cases(cases: dict[str, dict], count: int = WORST) -> dict[str, list[str]]:
     """task -> up to ``count`` case names, worst first."""
-    def ranked(score, reverse):
+    def ranked(score, highest_worst):
         scored = [(score(v), name) for name, v in cases.items() if score(v) is not None]
-        return [name for _, name in sorted(scored, reverse=reverse)[:count]]
+        return [name for _, name in sorted(scored, reverse=highest_worst)[:count]]
 
-    def error(v):
-        label, risk = _finite(v.get("label")), _finite(v.get("pm_risk"))
-        return None if label is None or risk is None else abs(label - risk)
-
-    worst = {
-        "disc": ranked(lambda v: _finite(v.get("dice")), reverse=False),
-        "fovea": ranked(lambda v: _finite(v.get("fovea_distance")), reverse=True),
-        "classification": ranked(error, reverse=True),
-    }
+    # the tasks in reverse order: the disc, whose pictures say the most, first
+    worst = {name: ranked(*TABLE[name].worst) for name in reversed(TABLE)}
     return {task: names for task, names in worst.items() if names}
 
 
@@ -111,10 +100,10 @@ class Gallery:
                 disc = read_prediction(masks[name].path, masks[name].dark, (size[1], size[0])).disc
             except MaskError:
                 pass  # already reported by the scoring; the picture shows the rest
-        x, y = _finite(scores.get("fovea_x")), _finite(scores.get("fovea_y"))
-        found = dict(pm_risk=_finite(scores.get("pm_risk")), fovea=None if x is None or y is None else (x, y), disc=disc,
+        x, y = finite(scores.get("fovea_x")), finite(scores.get("fovea_y"))
+        found = dict(pm_risk=finite(scores.get("pm_risk")), fovea=None if x is None or y is None else (x, y), disc=disc,
                      truth_label=case.label, truth_fovea=None if case.fovea_absent else case.fovea, truth_disc=truth_disc,
-                     dice=_finite(scores.get("dice")), fovea_distance=_finite(scores.get("fovea_distance")), size=size)
+                     dice=finite(scores.get("dice")), fovea_distance=finite(scores.get("fovea_distance")), size=size)
         folder = self.folder / submission
         save_overlay(draw_overlay(photo, **found), folder / f"{name}.jpg")
         save_overlay(draw_overlay(photo, side=THUMB_SIDE, text=False, **found), folder / f"{name}_thumb.jpg")
@@ -138,7 +127,7 @@ def gallery_html(submission: str, result: dict, worst: dict[str, list[str]] | No
             f'<figure><a href="{link(n, ".jpg")}"><img src="{link(n, "_thumb.jpg")}" alt="{html.escape(n)}"></a>'
             f"<figcaption>{html.escape(n)}<br>{html.escape(_caption(task, cases[n]))}</figcaption></figure>"
             for n in names)
-        parts.append(f"<h3>{html.escape(WORST_TITLES[task])}</h3><div class='gallery'>{figures}</div>")
+        parts.append(f"<h3>{html.escape(TABLE[task].worst_title)}</h3><div class='gallery'>{figures}</div>")
     columns = [c for c in SCORE_COLUMNS if any(v.get(c) is not None for v in cases.values())]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ("case", *columns))
     rows = "".join(
@@ -151,20 +140,11 @@ def gallery_html(submission: str, result: dict, worst: dict[str, list[str]] | No
 
 
 def _caption(task: str, scores: dict) -> str:
-    if task == "disc":
-        return f"Dice {_number(scores.get('dice'))}"
-    if task == "fovea":
-        return f"distance {_number(scores.get('fovea_distance'))} px"
-    return f"label {scores.get('label')}, PM risk {_number(scores.get('pm_risk'))}"
+    return TABLE[task].caption.format_map(defaultdict(str, {k: _number(v) for k, v in scores.items()}))
 
 
 def _name_cell(name: str, href: str | None) -> str:
     return f'<a href="{href}">{html.escape(name)}</a>' if href else html.escape(name)
-
-
-def _finite(value) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
 
 
 def _number(value) -> str:

@@ -32,15 +32,11 @@ from palm_algos.cases import Case
 from .gallery import FOLDER, SORT_SCRIPT, Gallery, gallery_html, photos_of
 from .scoring import clean, score, write_metrics
 from .submission import TASKS, read_palm_submission
+from .tasks import TABLE
 from .truth import GroundTruth, open_ground_truth
 from .unpack import is_junk, submission_folder
 from .validation import ValidationError
 
-HEADLINE = {  # task -> (aggregate, higher is better)
-    "classification": ("auc", True),
-    "fovea": ("mean_distance", False),
-    "disc": ("mean_dice", True),
-}
 MISSING_RULES = ("worst", "skip")
 
 
@@ -57,7 +53,7 @@ class Entry:
         if self.result is None:
             return None
         task_metrics = (self.result.get("aggregates") or {}).get(task)
-        value = task_metrics.get(HEADLINE[task][0]) if isinstance(task_metrics, dict) else None
+        value = task_metrics.get(TABLE[task].headline[0]) if isinstance(task_metrics, dict) else None
         return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -86,7 +82,7 @@ def load_entry(folder: Path, cases: GroundTruth | list[Case] | None, name: str |
         with submission_folder(folder) as opened:
             submission = read_palm_submission(opened, shown=folder)
             result = clean(score(cases, submission))
-            return Entry(name, result=result, worst=gallery.draw(name, result, submission.disc) if gallery else None)
+            return Entry(name, result=result, worst=gallery.draw(name, result, submission.predictions.get("disc")) if gallery else None)
     except ValidationError as exc:
         return Entry(name, error=str(exc))
 
@@ -99,7 +95,7 @@ def rank(entries: list[Entry], missing: str = "worst") -> pd.DataFrame:
     tasks = [t for t in TASKS if any(e.headline(t) is not None for e in valid)]
     table = pd.DataFrame({"submission": [e.name for e in valid]})
     for task in tasks:
-        metric, higher = HEADLINE[task]
+        metric, higher = TABLE[task].headline
         values = np.array([np.nan if e.headline(task) is None else e.headline(task) for e in valid], float)
         table[f"{task}_{metric}"] = values
         key = -values if higher else values

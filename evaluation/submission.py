@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from palm_algos.formats import (CSV_NAMES, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_KINDS, OUTPUT_SLUGS, PALM_COLUMNS,
-                                PALM_FILES, TASKS, interface, name_problem, stays_below)
+from palm_algos.formats import (FORMATS, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_SLUGS, TASKS, interface, name_problem,
+                                stays_below)
 
+from .tasks import TABLE
 from .unpack import is_junk
 from .validation import Report, bare_name, short_list
 
@@ -36,25 +37,23 @@ class MaskFile:
 
 @dataclass
 class Submission:
-    """Predictions per task, keyed by case name (file stem); a task absent is None."""
+    """Predictions per task (task -> case name (file stem) -> prediction: the PM risk, the
+    fovea point, the disc's MaskFile); a task the submission does not answer is absent."""
 
-    risk: dict[str, float] | None = None
-    fovea: dict[str, tuple[float, float]] | None = None
-    disc: dict[str, MaskFile] | None = None
+    predictions: dict[str, dict] = field(default_factory=dict)
     fovea_in_world: bool = False  # grand-challenge points are in the image's world space
     sources: dict[str, str] = field(default_factory=dict)  # task -> what to name in messages
     rejected: set[tuple[str, str]] = field(default_factory=set)  # (task, name or "*") already reported
     report: Report = field(default_factory=Report)
 
     def tasks(self) -> list[str]:
-        present = {"classification": self.risk, "fovea": self.fovea, "disc": self.disc}
-        return [t for t in TASKS if present[t] is not None]
+        return [t for t in TASKS if t in self.predictions]
 
 
 # -- PALM folder -----------------------------------------------------------------------------
 
 
-RESULT_NAMES = {name.lower() for name in PALM_FILES.values()}
+RESULT_NAMES = {f.palm_file.lower() for f in FORMATS.values()}
 MAX_DEPTH = 8
 
 
@@ -83,41 +82,30 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
         if key in RESULT_NAMES and key in entries:
             sub.report.error(f"{entries[key].name} and {path.name}: two results whose names differ only by case")
         entries.setdefault(key, path)
-    predictions: dict[str, dict] = {}
-    for task in CSV_NAMES:
-        path = entries.get(PALM_FILES[task].lower())
+    for task in (t for t in TASKS if TABLE[t].csv_value):
+        path = entries.get(FORMATS[task].palm_file.lower())
         if path is None:
             continue
         sub.sources[task] = path.name
-        rows, bad = read_palm_csv(path, PALM_COLUMNS[task], sub.report)
+        rows, bad = read_palm_csv(path, FORMATS[task].columns, sub.report)
         if rows is None:  # unusable as a whole (already reported): no per-case complaints
             rows, bad = {}, {"*"}
         sub.rejected |= {(task, name) for name in bad}
-        value, problem = CSV_VALUES[task]
-        predictions[task] = {name: value(numbers) for name, numbers in rows.items()}
-        for name, prediction in predictions[task].items():
-            if text := problem(prediction):
+        predictions = sub.predictions[task] = {name: TABLE[task].csv_value(numbers) for name, numbers in rows.items()}
+        for name, prediction in predictions.items():
+            if text := TABLE[task].csv_problem(prediction):
                 sub.report.error(f"{path.name}: {name}: {text}")
-    sub.risk, sub.fovea = predictions.get("classification"), predictions.get("fovea")
-    masks = entries.get(PALM_FILES["disc"].lower())
-    if masks is not None and masks.is_dir():
-        sub.sources["disc"] = masks.name
-        sub.disc = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
+    for task in (t for t in TASKS if not TABLE[t].csv_value):  # the rest submit a folder of masks
+        masks = entries.get(FORMATS[task].palm_file.lower())
+        if masks is not None and masks.is_dir():
+            sub.sources[task] = masks.name
+            sub.predictions[task] = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
     if not sub.tasks() and not sub.report.errors:
         found = f"; found the folders {short_list(p.name for p in others)}: submit one team's results" if others else ""
-        sub.report.error(
-            f"{shown.name or shown}: no results found; expected {PALM_FILES['classification']}, "
-            f"{PALM_FILES['fovea']} or a {PALM_FILES['disc']}/ folder{found}"
-        )
+        files = ", ".join(f.palm_file for f in FORMATS.values() if f.columns)
+        folders = " or ".join(f"{f.palm_file}/" for f in FORMATS.values() if not f.columns)
+        sub.report.error(f"{shown.name or shown}: no results found; expected {files} or a {folders} folder{found}")
     return sub
-
-
-# A PALM CSV row's numbers -> a task's prediction, and what is wrong with one (None: nothing).
-CSV_VALUES = {
-    "classification": (lambda numbers: numbers[0],
-                       lambda risk: None if 0.0 <= risk <= 1.0 else f"PM Risk must be between 0 and 1, got {risk:g}"),
-    "fovea": (lambda numbers: (numbers[0], numbers[1]), lambda point: None),
-}
 
 
 def _results_folder(folder: Path) -> tuple[Path, list[Path]]:
@@ -308,9 +296,9 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
             if location is None:
                 sub.rejected.add((task, stem))
                 continue
-            if task in GC_VALUES:
+            if TABLE[task].gc_value:
                 value = _gc_value(location, entry, where, report)
-                parsed = None if value is None else GC_VALUES[task](value, where, report)
+                parsed = None if value is None else TABLE[task].gc_value(value, where, report)
             else:  # an image output: the disc mask
                 mask = _gc_mask(location, where, report)
                 if mask is not None and not _inside(mask, input_dir, where, report):
@@ -324,9 +312,7 @@ def read_gc_submission(input_dir: Path, slugs: dict[str, str] | None = None) -> 
         if task in slugs and any(slugs[task] in {_slug(o) for o in (j.get("outputs") or []) if isinstance(o, dict)}
                                  for j in jobs if isinstance(j, dict)):
             sub.sources[task] = slugs[task]
-    sub.risk = found["classification"] if "classification" in sub.sources else None
-    sub.fovea = found["fovea"] if "fovea" in sub.sources else None
-    sub.disc = found["disc"] if "disc" in sub.sources else None
+    sub.predictions = {task: found[task] for task in TASKS if task in sub.sources}
     if not jobs:
         report.error("predictions.json: no algorithm jobs")
     elif not sub.tasks() and not report.errors:
@@ -381,7 +367,7 @@ def choose_slugs(jobs: list, given: dict[str, str], report: Report) -> dict[str,
     for task in TASKS:
         if task in chosen:
             continue
-        for kinds in OUTPUT_KINDS[task]:
+        for kinds in FORMATS[task].kinds:
             candidates = sorted(s for s, k in seen.items() if s not in taken and k & set(kinds))
             if len(candidates) > 1:
                 report.error(f"cannot tell which output is the {task} ({kinds[0].title()}): "
@@ -445,31 +431,6 @@ def _gc_value(location: Path, entry: dict, where: str, report: Report):
         return entry["value"]
     report.error(f"{where}: no output file {location.name} and no value")
     return None
-
-
-def _risk(value, where: str, report: Report) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        report.error(f"{where}: expected a number between 0 and 1, got {json.dumps(value)[:40]}")
-        return None
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        report.error(f"{where}: the likelihood must be between 0 and 1, got {value}")
-        return None
-    return float(value)
-
-
-def _point(value, where: str, report: Report) -> tuple[float, float] | None:
-    point = value.get("point") if isinstance(value, dict) else None
-    if (
-        not isinstance(point, list)
-        or len(point) < 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
-    ):
-        report.error(f"{where}: expected a Point {{\"type\": \"Point\", \"point\": [x, y, 0]}} with finite numbers")
-        return None
-    return float(point[0]), float(point[1])
-
-
-GC_VALUES = {"classification": _risk, "fovea": _point}  # the tasks whose output is a JSON value; the rest are images
 
 
 def _gc_mask(location: Path, where: str, report: Report) -> Path | None:

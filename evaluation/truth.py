@@ -12,25 +12,20 @@ Every problem here raises GroundTruthError (exit status 2, "Ground truth problem
 
 from __future__ import annotations
 
-import math
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
-
-from palm_algos.cases import PALM_NAME, Case, list_images, read_cases, read_sheet
-from palm_algos.errors import PalmError
+from palm_algos.cases import Case, list_images, read_cases
+from palm_algos.errors import DataError, PalmError
 from palm_algos.imageio import ImageError, image_size, is_image
+from palm_algos.sheets import SHEET_SUFFIXES, label, may_be_label_sheet, name_label, number, read_sheet
 
 from .unpack import is_junk, truth_folder
 from .validation import GroundTruthError
 
 UNKNOWN_SIZE = (0, 0)
-SHEET_SUFFIXES = (".xlsx", ".xls", ".csv")
-_SIZE_COLUMNS = {"width": ("width", "imagewidth", "imgwidth"), "height": ("height", "imageheight", "imgheight")}
 
 
 @dataclass
@@ -114,8 +109,8 @@ def _without_images(folder: Path, shown: Path) -> GroundTruth:
     cases = []
     for name, record in records.items():
         label = record.get("label")
-        if label is None and PALM_NAME.match(name) and name[0].upper() in "HNP":
-            label = int(name[0].upper() == "P")
+        if label is None:
+            label = name_label(name)
         fovea = record.get("fovea")
         cases.append(Case(
             name=name,
@@ -130,21 +125,14 @@ def _without_images(folder: Path, shown: Path) -> GroundTruth:
     return GroundTruth(shown, cases, problems, "palm (no images)")
 
 
-def _norm(text: object) -> str:
-    return re.sub(r"[^a-z]", "", str(text).lower())
-
-
 def _read_sheet_rows(sheet: Path, records: dict[str, dict], problems: list[str]) -> None:
-    if sheet.suffix.lower() == ".csv":
-        head = sheet.read_text(errors="replace").split("\n", 1)[0]
-        if not any(a in _norm(head) for a in ("imgname", "fovea", "label")):
-            return  # some other csv (notes, a submission): not a label sheet
+    if not may_be_label_sheet(sheet):
+        return  # some other csv (notes, a submission): not a label sheet
     try:
         frame = read_sheet(sheet)
     except PalmError as exc:
         problems.append(str(exc))
         return
-    sizes = _size_columns(sheet)
     seen: set[str] = set()
     for index, row in frame.iterrows():
         where = f"{sheet}: row {index + 2} ({row['name']})"
@@ -155,20 +143,18 @@ def _read_sheet_rows(sheet: Path, records: dict[str, dict], problems: list[str])
         seen.add(name)
         update = {}
         try:
-            if "label" in frame.columns and pd.notna(row["label"]) and str(row["label"]).strip():
-                label = _number(row["label"], where, "Label")
-                if label not in (0, 1):
-                    raise GroundTruthError(f"{where}: Label must be 0 or 1, got {row['label']!r}")
-                update["label"] = int(label)
+            found = label(row["label"], where) if "label" in frame.columns else None
+            if found is not None:
+                update["label"] = found
             if "x" in frame.columns and "y" in frame.columns:
-                update["fovea"] = (_number(row["x"], where, "Fovea_X"), _number(row["y"], where, "Fovea_Y"))
-            if sizes is not None and index in sizes.index:
-                width, height = (_number(sizes.loc[index, c], where, c) for c in ("width", "height"))
+                update["fovea"] = (number(row["x"], where, "Fovea_X"), number(row["y"], where, "Fovea_Y"))
+            if "width" in frame.columns:
+                width, height = (number(row[c], where, c) for c in ("width", "height"))
                 if width < 1 or height < 1 or width != int(width) or height != int(height):
-                    raise GroundTruthError(f"{where}: Width and Height must be whole numbers of pixels")
+                    raise DataError(f"{where}: Width and Height must be whole numbers of pixels")
                 update["sheet_size"] = (int(width), int(height))
-        except GroundTruthError as exc:
-            problems.append(str(exc).removeprefix("Ground truth problem (organiser's side): "))
+        except DataError as exc:
+            problems.append(str(exc))
             continue
         record = records.setdefault(name, {})
         for key, value in update.items():
@@ -183,31 +169,3 @@ def _read_sheet_rows(sheet: Path, records: dict[str, dict], problems: list[str])
             else:
                 record[key] = value
                 record.setdefault("from", {})[key] = where
-
-
-def _size_columns(sheet: Path) -> pd.DataFrame | None:
-    """Width and Height columns of a sheet, indexed like read_sheet's rows; None where absent."""
-    try:
-        frame = (pd.read_csv(sheet, dtype=str, skipinitialspace=True) if sheet.suffix.lower() == ".csv"
-                 else pd.read_excel(sheet, dtype=str))
-    except Exception:  # read_sheet has already read it; a second failure is not news
-        return None
-    found = {}
-    for key, aliases in _SIZE_COLUMNS.items():
-        found[key] = next((c for c in frame.columns if _norm(c) in aliases), None)
-    if None in found.values():
-        return None
-    return frame[[found["width"], found["height"]]].set_axis(["width", "height"], axis=1)
-
-
-def _number(value: object, where: str, column: str) -> float:
-    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
-    if not text:
-        raise GroundTruthError(f"{where}: {column} is empty")
-    try:
-        number = float(text)
-    except ValueError:
-        raise GroundTruthError(f"{where}: {column} is not a number ({text!r})") from None
-    if not math.isfinite(number):
-        raise GroundTruthError(f"{where}: {column} is not a finite number ({text!r})")
-    return number

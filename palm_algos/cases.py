@@ -7,25 +7,18 @@ came from: training, prediction and evaluation all see ``Case`` records.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .errors import PalmError
+from .errors import DataError
 from .imageio import IMAGE_SUFFIXES, ImageError, image_size, is_image, read_grey
+from .sheets import SHEET_SUFFIXES, label, may_be_label_sheet, name_label, number, read_sheet
 
-PALM_NAME = re.compile(r"^[HNPVT]\d{4}$", re.IGNORECASE)
 MASK_FOLDERS = {"disc_masks", "disc-softmaps", "masks", "disc_segmentation", "lesion_masks"}
-
-
-class DataError(PalmError):
-    """A data folder that cannot be used at all (the message says which and why)."""
 
 
 @dataclass(frozen=True)
@@ -157,9 +150,9 @@ def _read_palm(root: Path) -> CaseTable:
     images, problems = list_images(root)
     cases = _cases_from_images(images, problems)
     for name, case in cases.items():
-        if PALM_NAME.match(name) and name[0].upper() in "HNP":
-            cases[name] = replace(case, label=int(name[0].upper() == "P"))
-    sheets = (p for p in root.rglob("*") if p.suffix.lower() in (".xlsx", ".xls", ".csv") and p.is_file())
+        if name_label(name) is not None:
+            cases[name] = replace(case, label=name_label(name))
+    sheets = (p for p in root.rglob("*") if p.suffix.lower() in SHEET_SUFFIXES and p.is_file())
     given: dict = {}  # (name, field) -> the sheet row that set it: a second sheet must agree
     for sheet in sorted(p for p in sheets if not p.name.startswith((".", "~$"))):  # no Excel lock files
         _apply_sheet(sheet, cases, problems, given=given)
@@ -214,56 +207,6 @@ def _attach_masks(folder: Path, suffix: str, cases: dict[str, Case], problems: l
 
 # -- label sheets ----------------------------------------------------------------------------
 
-_COLUMNS = {
-    "name": ("imgname", "imagename", "imageno", "filename", "image", "name"),
-    "label": ("label", "pmlabel", "pm"),
-    "x": ("foveax", "xcoordinate", "x"),
-    "y": ("foveay", "ycoordinate", "y"),
-}
-
-
-def _norm(column: object) -> str:
-    return re.sub(r"[^a-z]", "", str(column).lower())
-
-
-def read_sheet(path: Path) -> pd.DataFrame:
-    """A PALM/IDRiD label table (xlsx or csv) as columns name[, label][, x, y]."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, skipinitialspace=True)
-        else:
-            frame = pd.read_excel(path, dtype=str)
-    except Exception as exc:  # pandas raises many types for a broken sheet
-        raise DataError(f"{path}: cannot read table ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    frame = frame.loc[:, [not str(c).startswith("Unnamed") for c in frame.columns]]
-    frame = frame.dropna(how="all")
-    found = {}
-    for key, aliases in _COLUMNS.items():
-        for column in frame.columns:
-            if _norm(column) in aliases and key not in found:
-                found[key] = column
-    if "name" not in found or not ({"label"} <= found.keys() or {"x", "y"} <= found.keys()):
-        raise DataError(
-            f"{path}: not a label table; expected columns like 'imgName, Label, Fovea_X, Fovea_Y', "
-            f"found {', '.join(map(str, frame.columns)) or 'none'}"
-        )
-    out = frame[list(found.values())].rename(columns={v: k for k, v in found.items()})
-    out["name"] = out["name"].astype(str).str.strip().map(lambda n: Path(n).stem)
-    return out
-
-
-def _number(value: object, where: str, column: str) -> float:
-    if pd.isna(value) or not str(value).strip():
-        raise DataError(f"{where}: {column} is empty")
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise DataError(f"{where}: {column} is not a number ({value!r})") from None
-    if not math.isfinite(number):
-        raise DataError(f"{where}: {column} is not a finite number ({value!r})")
-    return number
-
 
 def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point: str = "fovea",
                  given: dict | None = None) -> None:
@@ -272,10 +215,8 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point
     row set each value: a later sheet that says otherwise is a DataError naming both (which
     one is right is the data owner's call, never the reading order's)."""
     given = {} if given is None else given
-    if sheet.suffix.lower() == ".csv" and "markups" not in sheet.name.lower():
-        head = sheet.read_text(errors="replace").split("\n", 1)[0].lower()
-        if not any(a in _norm(head) for a in ("imgname", "fovea", "label")):
-            return  # some other csv (a submission, notes): not ours to read
+    if "markups" not in sheet.name.lower() and not may_be_label_sheet(sheet):
+        return  # some other csv (a submission, notes): not ours to read
     try:
         frame = read_sheet(sheet)
     except DataError as exc:
@@ -298,15 +239,13 @@ def _apply_sheet(sheet: Path, cases: dict[str, Case], problems: list[str], point
         where = f"{sheet}: row {row_number} ({name})"
         try:
             update = {}
-            if "label" in frame.columns and pd.notna(row.label):
-                label = _number(row.label, where, "Label")
-                if label not in (0, 1):
-                    raise DataError(f"{where}: Label must be 0 or 1, got {row.label!r}")
-                update["label"] = int(label)
+            found = label(row.label, where) if "label" in frame.columns else None
+            if found is not None:
+                update["label"] = found
             if "x" in frame.columns:
                 label_x, label_y = ("Fovea_X", "Fovea_Y") if point == "fovea" else ("X", "Y")
-                x = _number(row.x, where, label_x)
-                y = _number(row.y, where, label_y)
+                x = number(row.x, where, label_x)
+                y = number(row.y, where, label_y)
                 if point != "fovea":
                     update[point] = None if x == 0 and y == 0 else (x, y)
                 elif x == 0 and y == 0:

@@ -14,3 +14,7 @@ def one_line(text: object) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class DataError(PalmError):
+    """A data folder or label sheet that cannot be used (the message says which and why)."""

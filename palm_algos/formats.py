@@ -8,49 +8,58 @@ container and the algorithm containers import it at start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-TASKS = ("classification", "fovea", "disc")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".mha")  # every image read
-
-# -- the PALM submission layout --------------------------------------------------------------
-
-CSV_NAMES = {"classification": "Classification_Results.csv", "fovea": "Fovea_Localization_Results.csv"}
-DISC_FOLDER = "Disc_Segmentation"
-PALM_FILES = {**CSV_NAMES, "disc": DISC_FOLDER}  # what each task writes in PALM mode
-PALM_COLUMNS = {
-    "classification": ("FileName", "PM Risk"),
-    "fovea": ("FileName", "Fovea_X", "Fovea_Y"),
-}
 MASK_SUFFIXES = (".bmp", ".png")  # PALM masks: 0 = disc, 255 = background
-
-# -- grand-challenge --------------------------------------------------------------------------
-
-INPUT_SLUG = "color-fundus-image"
-OUTPUT_SLUGS = {
-    "classification": "pathologic-myopia-likelihood",
-    "fovea": "fovea",
-    "disc": "optic-disc-segmentation",
-}
-KIND_NAMES = {"classification": "Float", "fovea": "Point", "disc": "Segmentation"}
-# The interface kinds of each task's output, as predictions.json names them (the display name
-# or grand-challenge's short code, any case), in order of preference: the disc mask is a
-# Segmentation, else an Image output.
-OUTPUT_KINDS = {
-    "classification": (("float", "flt"),),
-    "fovea": (("point", "poin", "2d point"),),
-    "disc": (("segmentation", "seg"), ("image", "img")),
-}
-# Each output socket's relative_path (a JSON value, or an image's folder), and the file an
-# algorithm writes there, below its output folder.
-GC_RELATIVE_PATHS = {"classification": "{slug}.json", "fovea": "{slug}.json", "disc": "images/{slug}"}
-GC_OUTPUT_FILES = {"classification": "{slug}.json", "fovea": "{slug}.json", "disc": "images/{slug}/output.mha"}
+INPUT_SLUG = "color-fundus-image"  # grand-challenge's input socket
 GC_IMAGE_SUFFIXES = (".mha", ".tif", ".tiff")  # grand-challenge images: the formats with a world geometry
+
+
+@dataclass(frozen=True)
+class TaskFormat:
+    """What one task's results look like outside the program: the PALM file and the
+    grand-challenge output socket."""
+
+    task: str
+    palm_file: str  # what the task writes in PALM mode: a CSV, or the folder of masks
+    columns: tuple[str, ...]  # the CSV's header; () for masks
+    slug: str  # the default output socket
+    kind: str  # the socket's interface kind, as grand-challenge displays it
+    # The interface kinds of the output, as predictions.json names them (the display name or
+    # grand-challenge's short code, any case), in order of preference.
+    kinds: tuple[tuple[str, ...], ...]
+    relative_path: str  # the socket's relative_path (a JSON value, or an image's folder)
+    output_file: str  # the file an algorithm writes there, below its output folder
+
+
+FORMATS = {f.task: f for f in (
+    TaskFormat("classification", "Classification_Results.csv", ("FileName", "PM Risk"),
+               "pathologic-myopia-likelihood", "Float", (("float", "flt"),), "{slug}.json", "{slug}.json"),
+    TaskFormat("fovea", "Fovea_Localization_Results.csv", ("FileName", "Fovea_X", "Fovea_Y"),
+               "fovea", "Point", (("point", "poin", "2d point"),), "{slug}.json", "{slug}.json"),
+    # the disc mask is a Segmentation, else an Image output
+    TaskFormat("disc", "Disc_Segmentation", (), "optic-disc-segmentation", "Segmentation",
+               (("segmentation", "seg"), ("image", "img")), "images/{slug}", "images/{slug}/output.mha"),
+)}
+TASKS = tuple(FORMATS)
+
+# Views of FORMATS for the writers and the containers' entry point.
+CSV_NAMES = {t: f.palm_file for t, f in FORMATS.items() if f.columns}
+PALM_COLUMNS = {t: f.columns for t, f in FORMATS.items() if f.columns}
+DISC_FOLDER = FORMATS["disc"].palm_file
+OUTPUT_SLUGS = {t: f.slug for t, f in FORMATS.items()}
+
+
+def gc_relative_path(task: str, slug: str) -> str:
+    """The relative_path of the output socket ``slug`` of ``task``."""
+    return FORMATS[task].relative_path.format(slug=slug)
 
 
 def gc_output_file(task: str, slug: str) -> str:
     """The relative path grand-challenge expects the output of ``task`` at, for socket ``slug``."""
-    return GC_OUTPUT_FILES[task].format(slug=slug)
+    return FORMATS[task].output_file.format(slug=slug)
 
 
 def interface(value: dict) -> dict:

@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # What evaluation may take from palm_algos: the bottom layer, torch-free (the formats, the
 # readers of images and data folders, the drawings made on the images, and atomic writing).
-READERS = {"palm_algos.formats", "palm_algos.errors", "palm_algos.atomic", "palm_algos.imageio", "palm_algos.cases", "palm_algos.overlays"}
+READERS = {"palm_algos.formats", "palm_algos.errors", "palm_algos.atomic", "palm_algos.imageio", "palm_algos.cases", "palm_algos.sheets",
+           "palm_algos.overlays"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -79,7 +79,7 @@ slug = lambda task: os.environ.get(f"PALM_{task.upper()}_SLUG") or formats.OUTPU
 source = os.environ.get("PALM_INPUT_SLUG") or formats.INPUT_SLUG
 for name in sys.argv[1:]:
     tasks = formats.TASKS if name == "all" else (name,)
-    outputs = ", ".join(f"{slug(t)} ({formats.KIND_NAMES[t]})" for t in tasks)
+    outputs = ", ".join(f"{slug(t)} ({formats.FORMATS[t].kind})" for t in tasks)
     print(f"  palm-{name}: {source} (Image) -> {outputs}")
 PY
         echo

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from palm_algos.cases import list_images
 from palm_algos.imageio import read_image, write_mha_image, write_palm_mask
-from palm_algos.formats import GC_RELATIVE_PATHS, INPUT_SLUG, KIND_NAMES, OUTPUT_SLUGS, gc_output_file
+from palm_algos.formats import FORMATS, INPUT_SLUG, OUTPUT_SLUGS, gc_output_file, gc_relative_path
 
 
 def input_value(name: str, slug: str = INPUT_SLUG) -> dict:
@@ -91,8 +91,8 @@ def collect(jobs: Path, out: Path, slugs: dict[str, str] | None = None) -> Path:
         outputs = []
         for task, slug in slugs.items():
             if (job / "output" / gc_output_file(task, slug)).is_file():
-                relative = GC_RELATIVE_PATHS[task].format(slug=slug)
-                outputs.append({"interface": {"slug": slug, "kind": KIND_NAMES[task], "relative_path": relative},
+                relative = gc_relative_path(task, slug)
+                outputs.append({"interface": {"slug": slug, "kind": FORMATS[task].kind, "relative_path": relative},
                                 "value": None, "file": None, "image": None})
         records.append({
             "pk": pk,

@@ -65,13 +65,37 @@ class RandomGamma(v2.Transform):
         return v2.functional.adjust_gamma(inpt, params["gamma"])
 
 
+class RandomJpeg(v2.Transform):
+    """JPEG compression at a quality drawn per image from ``quality`` (a clinic's export), by
+    Pillow: torchvision's JPEG needs its image library, which the CPU images leave out."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, quality: tuple[int, int] = (30, 95)):
+        super().__init__()
+        self.quality = quality
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"quality": int(torch.randint(self.quality[0], self.quality[1] + 1, ()).item())}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(inpt.permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=params["quality"])
+        decoded = np.asarray(Image.open(buffer).convert("RGB"))
+        return tv_tensors.wrap(torch.from_numpy(decoded.copy()).permute(2, 0, 1), like=inpt)
+
+
 def camera_augmentation() -> list[v2.Transform]:
     """What differs between cameras and clinics beyond geometry: colour cast, brightness,
     tone curve, focus and JPEG compression (uint8 images; masks and points pass through)."""
     return [v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.04)], p=0.8),
             v2.RandomApply([RandomGamma()], p=0.5),
             v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
-            v2.RandomApply([v2.JPEG((30, 95))], p=0.3)]
+            v2.RandomApply([RandomJpeg((30, 95))], p=0.3)]
 
 
 class Task:

@@ -193,3 +193,23 @@ def test_model_views_without_a_field_of_view_is_todays_squashed_image():
     first, big, frame = model_views((rgb, (400, 300)), 64, 1, "fov")
     same, _, whole = model_views((rgb, (400, 300)), 64, 1, "squash")
     assert torch.equal(first, same) and frame == whole == Frame.whole((400, 300)) and big is None
+
+
+def test_camera_augmentation_keeps_images_uint8_and_targets_in_place():
+    """Colour, gamma, blur and JPEG changes (Pillow's JPEG: the CPU images have no torchvision
+    image library) touch the image only, never the mask or the points."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from palm_algos.tasks import RandomJpeg, camera_augmentation
+
+    image = tv_tensors.Image(torch.from_numpy(fundus((64, 48), (32, 24), 22)).permute(2, 0, 1).contiguous())
+    mask = tv_tensors.Mask(torch.zeros(48, 64, dtype=torch.uint8))
+    mask[10:20, 30:40] = 1
+    points = tv_tensors.KeyPoints([[12.0, 30.0]], canvas_size=(48, 64))
+    torch.manual_seed(0)
+    for transform in [RandomJpeg((30, 30)), *camera_augmentation()]:
+        out_image, out_mask, out_points = v2.Compose([transform])(image, mask, points)
+        assert out_image.dtype == torch.uint8 and out_image.shape == image.shape
+        assert torch.equal(out_mask, mask) and torch.equal(out_points, points)
+    assert not torch.equal(RandomJpeg((30, 30))(image), image)  # a real re-encoding

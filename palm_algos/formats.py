@@ -17,6 +17,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".mha")  # e
 
 CSV_NAMES = {"classification": "Classification_Results.csv", "fovea": "Fovea_Localization_Results.csv"}
 DISC_FOLDER = "Disc_Segmentation"
+DISC_PNG_FOLDER = "png"  # Disc_Segmentation/png/: `palm predict --png`'s copies of the BMPs, never scored
 PALM_FILES = {**CSV_NAMES, "disc": DISC_FOLDER}  # what each task writes in PALM mode
 PALM_COLUMNS = {
     "classification": ("FileName", "PM Risk"),

@@ -533,8 +533,8 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
     finally:
         for finisher in finishers:
             finisher.pool.shutdown(wait=True, cancel_futures=True)
-        for log in rows.values():
-            log.close()
+        for row_log in rows.values():
+            row_log.close()
         bar.close()
     parts = distributed.gather(([(f.done, problems[f.predictor.task] + f.problems) for f in finishers], resumed_count))
     order = {path.name: index for index, path in enumerate(images)}

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from palm_algos.formats import (FORMATS, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_SLUGS, TASKS, interface, name_problem,
-                                stays_below)
+from palm_algos.formats import (DISC_PNG_FOLDER, FORMATS, GC_IMAGE_SUFFIXES, MASK_SUFFIXES, OUTPUT_SLUGS, TASKS, interface,
+                                name_problem, stays_below)
 
 from .tasks import TABLE
 from .unpack import is_junk
@@ -99,7 +99,8 @@ def read_palm_submission(folder: Path, shown: Path | None = None) -> Submission:
         masks = entries.get(FORMATS[task].palm_file.lower())
         if masks is not None and masks.is_dir():
             sub.sources[task] = masks.name
-            sub.predictions[task] = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report)
+            sub.predictions[task] = _mask_folder(masks, MASK_SUFFIXES, dark=True, report=sub.report,
+                                                 quiet={DISC_PNG_FOLDER})
     if not sub.tasks() and not sub.report.errors:
         found = f"; found the folders {short_list(p.name for p in others)}: submit one team's results" if others else ""
         files = ", ".join(f.palm_file for f in FORMATS.values() if f.columns)
@@ -213,7 +214,10 @@ def _parse_number(cell: str) -> float | str:
     return number
 
 
-def _mask_folder(folder: Path, suffixes: tuple[str, ...], dark: bool, report: Report) -> dict[str, MaskFile]:
+def _mask_folder(folder: Path, suffixes: tuple[str, ...], dark: bool, report: Report,
+                 quiet: set[str] = frozenset()) -> dict[str, MaskFile]:
+    """The masks in ``folder`` by stem; other entries are named in a warning, except the folders
+    in ``quiet`` (`palm predict --png`'s own copies, never scored)."""
     masks: dict[str, MaskFile] = {}
     ignored = []
     try:
@@ -222,7 +226,7 @@ def _mask_folder(folder: Path, suffixes: tuple[str, ...], dark: bool, report: Re
         report.error(f"{folder.name}: cannot read the folder ({exc.strerror or type(exc).__name__})")
         return masks
     for path in listing:
-        if is_junk(path.name):
+        if is_junk(path.name) or (path.name in quiet and path.is_dir()):
             continue
         if not path.is_file() or path.suffix.lower() not in suffixes:
             ignored.append(path.name)

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, distributed
 from .errors import PalmError, one_line
 from .formats import TASKS
 from .fov import COLOURS, GEOMETRIES
-
-
-def world_rank() -> int:
-    """This process's rank under torchrun (0 otherwise)."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def user_errors(command):
@@ -145,7 +139,7 @@ def train_command(task, recipe, data_root, dry_run, data_dirs, out, arch, pretra
         metric = f"val_{task_.metric_name}"
         values = [b[metric] for b in summary if b and metric in b]
         click.echo(f"cross-validated {task_.metric_name}: mean {sum(values) / len(values):.4f} over {len(values)} folds")
-        if world_rank() == 0:
+        if distributed.rank_and_world()[0] == 0:
             from .checkpoint import combine_checkpoints
 
             combine_checkpoints([out.with_suffix(f".fold{k}.pt") for k in range(folds)], out)
@@ -194,14 +188,27 @@ def _train_recipe(ctx: click.Context, name: str, data_root: Path | None, dry_run
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
               help="Images per forward pass (the results do not depend on it).")
 @click.option("--workers", default=None, type=click.IntRange(0),
-              help="Processes decoding the images beside the network (default: one per core but one, at most 8; 0: none).")
+              help="Processes decoding the images beside the network (default: one per core but one; 0: none).")
+@click.option("--decode", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="gpu: JPEGs decoded by nvJPEG on the models' GPU, in batches (any other file, or a JPEG it "
+                   "refuses, on the CPU); without CUDA, says so and decodes on the CPU.")
+@click.option("--device", default=None,
+              help="Where the models run: cpu, cuda, cuda:1 ... (default: this rank's GPU where CUDA is present, else the CPU).")
+@click.option("--png/--no-png", default=False, show_default=True,
+              help="Also write Disc_Segmentation/png/<image>.png beside each BMP (PALM reads the BMP; grand-challenge "
+                   "an .mha socket: neither needs the PNG).")
+@click.option("--resume", is_flag=True,
+              help="Continue a stopped run in the same --output: images whose rows or masks are already there are "
+                   "not predicted again.")
 @user_errors
-def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays, batch_size, workers):
+def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays, batch_size, workers, decode, device,
+                    png, resume):
     """Predict each TASK (classification, fovea, disc; one or more) for every image in --input
-    and write the PALM submission files.
+    and write the PALM submission files. Each image is decoded once for all TASKs.
 
     A file that cannot be predicted is listed ("failed: ...") and the others are still written
-    (exit status 1); files that are not images are listed as skipped (exit status 0).
+    (exit status 1); files that are not images are listed as skipped (exit status 0). CSV rows
+    are kept in <CSV>.partial while the run goes on; the CSV itself is written at the end.
 
     Many GPUs (or CPU processes): run under torchrun, e.g.
     `torchrun --nproc-per-node 4 -m palm_algos.cli predict disc ...`; each process predicts a
@@ -209,52 +216,32 @@ def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays, ba
     """
     if checkpoints and len(checkpoints) != len(tasks):
         raise click.BadParameter(f"give one --model per task ({len(tasks)}), or none", param_hint="--model")
-    from .predict import Predictor, check_input_folder, predict_folder
-    from .writers import OverlayWriter, prepare_output
+    from .predict import Predictor, predict_batch
 
     models = dict(zip(tasks, checkpoints or [Path("models") / f"{task}.pt" for task in tasks]))
-    tasks = sorted(models, key=TASKS.index)  # the disc last: the overlays then hold no mask
-    check_input_folder(input_dir)  # the folders first: no model is loaded for a typo
-    prepare_output(output_dir)
-    device, finish = _predict_processes()
-    say = click.echo if world_rank() == 0 else (lambda *args, **kwargs: None)
+    rank = distributed.rank_and_world()[0]
+    say = (lambda line: click.echo(one_line(line), err=True)) if rank == 0 else (lambda line: None)
     try:
-        pictures = OverlayWriter(output_dir, tasks) if overlays else None
-        problems = 0
-        for task in tasks:
-            predictor = Predictor.load(models[task], task=task, tta=tta, device=device)
-            run = predict_folder(predictor, input_dir, output_dir, overlays=pictures, batch_size=batch_size,
-                                 workers=workers, progress=world_rank() == 0)
-            del predictor
-            for line in run.problems:
-                say(one_line(f"failed: {line}"), err=True)
-            for line in run.skipped:
-                say(one_line(line), err=True)
-            skipped = f"; {len(run.skipped)} other file(s) skipped" if run.skipped else ""
-            say(one_line(f"wrote {task} predictions for {run.predicted} of {run.found} images to {output_dir}{skipped}"))
-            problems += len(run.problems)
-        if pictures:
-            pictures.finish()
-            say(one_line(f"wrote overlays to {pictures.folder}"))
+        device = str(distributed.join(device))
+        batch = predict_batch(models, input_dir, output_dir,
+                              lambda task, path: Predictor.load(path, task=task, tta=tta, device=device),
+                              say=say, warn=say, overlays=overlays, progress=rank == 0, batch_size=batch_size,
+                              workers=workers, decode=decode, png=png, resume=resume)
     finally:
-        finish()
+        distributed.leave()
+    for task, run in batch.runs.items():
+        skipped = f"; {len(run.skipped)} other file(s) skipped" if run.skipped else ""
+        resumed = f" ({run.resumed} from the run resumed)" if run.resumed else ""
+        if rank == 0:
+            click.echo(one_line(f"wrote {task} predictions for {run.predicted} of {run.found} images{resumed} "
+                                f"to {output_dir}{skipped}"))
+    if batch.overlays and rank == 0:
+        click.echo(one_line(f"wrote overlays to {batch.overlays}"))
+    problems = sum(len(run.problems) for run in batch.runs.values())
     if problems:
-        if world_rank():
+        if rank:
             raise SystemExit(1)  # rank 0 says why
         raise click.ClickException(f"{problems} input(s) could not be predicted; see the 'failed:' lines above")
-
-
-def _predict_processes():
-    """(device or None for the default, a function to call at the end): under torchrun (WORLD_SIZE
-    > 1) the process group (gloo on CPUs, NCCL on GPUs) and this rank's GPU (LOCAL_RANK)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None, lambda: None
-    import torch.distributed as dist
-
-    from .train import start_distributed
-
-    _, _, device = start_distributed()
-    return str(device), lambda: dist.destroy_process_group() if dist.is_initialized() else None
 
 
 @main.command("ensemble")

@@ -49,6 +49,7 @@ TASKS = tuple(FORMATS)
 CSV_NAMES = {t: f.palm_file for t, f in FORMATS.items() if f.columns}
 PALM_COLUMNS = {t: f.columns for t, f in FORMATS.items() if f.columns}
 DISC_FOLDER = FORMATS["disc"].palm_file
+DISC_PNG_FOLDER = "png"  # Disc_Segmentation/png/: `palm predict --png`'s copies of the BMPs, never scored
 OUTPUT_SLUGS = {t: f.slug for t, f in FORMATS.items()}
 
 

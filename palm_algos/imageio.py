@@ -16,6 +16,7 @@ import errno
 import io
 import math
 import re
+import struct
 import warnings
 import zlib
 from pathlib import Path
@@ -155,6 +156,25 @@ def write_palm_mask(disc: np.ndarray, path: Path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(np.where(disc, 0, 255).astype(np.uint8)).save(buffer, format=Image.registered_extensions()[path.suffix.lower()])
     write_bytes(path, buffer.getvalue())
+
+
+def palm_mask_bmp(disc: np.ndarray) -> bytes:
+    """The PALM mask (0 = disc, 255 = background) as the 8-bit greyscale BMP file Pillow
+    writes, byte for byte, built straight from the pixels: a BMP is raw rows behind a header."""
+    disc = np.asarray(disc)
+    if disc.ndim != 2:
+        raise ValueError(f"expected a 2-D disc mask, got shape {disc.shape}")
+    h, w = disc.shape
+    stride = (w + 3) // 4 * 4  # rows padded to 4 bytes, stored bottom-up
+    rows = np.zeros((h, stride), np.uint8)
+    rows[:, :w] = np.where(disc[::-1], 0, 255)
+    palette = np.repeat(np.arange(256, dtype=np.uint8), 4).reshape(256, 4)
+    palette[:, 3] = 0
+    offset = 14 + 40 + palette.nbytes
+    ppm = 3780  # 96 dpi, as Pillow stamps it
+    header = struct.pack("<2sIHHI", b"BM", offset + rows.nbytes, 0, 0, offset) + \
+        struct.pack("<IiiHHIIiiII", 40, w, h, 1, 8, 0, rows.nbytes, ppm, ppm, 256, 256)
+    return header + palette.tobytes() + rows.tobytes()
 
 
 def write_mha_mask(disc: np.ndarray, path: Path, reference: Path | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The algorithm containers' one entry point: ``serve.main(task)``.
+"""The algorithm containers' one entry point: ``serve.main(task)``, whose ``run`` picks the mode.
 
 The input mode is read off ``/input``:
 
@@ -10,14 +10,15 @@ The input mode is read off ``/input``:
   ``/output/images/optic-disc-segmentation/output.mha`` (uint8, 1 = disc, geometry of the input).
 * **PALM batch** (anything else): every image under ``/input`` (any supported format, nested
   folders included) -> ``Classification_Results.csv`` / ``Fovea_Localization_Results.csv`` /
-  ``Disc_Segmentation/*.bmp`` (+ ``png/``) in ``/output``. A bad image is reported and skipped;
+  ``Disc_Segmentation/*.bmp`` (with ``--png``/``PALM_PNG=1`` also ``png/*.png``) in ``/output``. A bad image is reported and skipped;
   the others are still written, and the exit status is 1. With ``--overlays`` (or
   ``PALM_OVERLAYS=1``; off by default) also ``/output/overlays/<stem>.jpg``, the photograph with
   what the model(s) found; grand-challenge mode never writes them.
 
 ``main("all")`` (the ``palm-all`` image) runs every task of ``TASKS`` in one go: one
-grand-challenge job writes the three outputs, each to its own socket; batch mode writes all the
-PALM files. The checkpoints are then ``<task>.pt`` (one per task) under ``/opt/ml/model`` or
+grand-challenge job writes the three outputs, each to its own socket; batch mode decodes each
+image once for all three models and writes all the PALM files (``predict.predict_batch``, the
+routine `palm predict` runs too). The checkpoints are then ``<task>.pt`` (one per task) under ``/opt/ml/model`` or
 ``/opt/app/model``.
 
 The model is the one ``*.pt`` checkpoint under ``/opt/ml/model`` (where grand-challenge
@@ -44,7 +45,7 @@ from typing import Any
 
 from .errors import PalmError, one_line
 from .formats import GC_IMAGE_SUFFIXES, INPUT_SLUG, OUTPUT_SLUGS, TASKS, gc_output_file, interface, stays_below
-from .writers import OUTPUTS, OverlayWriter, prepare_output
+from .writers import OUTPUTS, prepare_output
 
 INPUT = Path("/input")
 OUTPUT = Path("/output")
@@ -55,6 +56,7 @@ ALL = "all"  # the palm-all image: every task of TASKS in one run
 ENV_INPUT, ENV_OUTPUT, ENV_MODEL = "PALM_INPUT", "PALM_OUTPUT", "PALM_MODEL"
 ENV_INPUT_SLUG, ENV_OUTPUT_SLUG = "PALM_INPUT_SLUG", "PALM_OUTPUT_SLUG"
 ENV_OVERLAYS = "PALM_OVERLAYS"  # batch mode: 1/true/yes/on also writes /output/overlays/*.jpg
+ENV_PNG = "PALM_PNG"  # batch mode: 1/true/yes/on also writes Disc_Segmentation/png/*.png
 ENV_TASK_SLUGS = {task: f"PALM_{task.upper()}_SLUG" for task in OUTPUT_SLUGS}  # baked in at build time
 SLUG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # grand-challenge slugs; also a safe file name
 
@@ -221,6 +223,10 @@ def parse_args(task: str, argv: list[str] | None) -> argparse.Namespace:
     else:
         parser.add_argument("--output-slug", default=default_output_slug(task),
                             help=f"grand-challenge output slug [{ENV_OUTPUT_SLUG}, {ENV_TASK_SLUGS[task]}, {OUTPUT_SLUGS[task]}]")
+    parser.add_argument("--png", action=argparse.BooleanOptionalAction,
+                        default=(_env(ENV_PNG) or "").lower() in ("1", "true", "yes", "on"),
+                        help=f"batch mode: also write Disc_Segmentation/png/<image>.png beside each BMP (PALM reads the "
+                             f"BMP, grand-challenge the .mha socket: neither needs it) [{ENV_PNG}=1; default off]")
     parser.add_argument("--overlays", action=argparse.BooleanOptionalAction,
                         default=(_env(ENV_OVERLAYS) or "").lower() in ("1", "true", "yes", "on"),
                         help=f"batch mode: also write overlays/<image>.jpg, the photograph with what the models "
@@ -246,94 +252,96 @@ def load_predictor(task: str, checkpoint: Path):
     return Predictor.load(checkpoint, task=task)
 
 
+class _Log:
+    """The container's lines: what it does on stdout, problems on stderr, each as ``palm-<task>: ...``."""
+
+    def __init__(self, task: str):
+        self.name, self.task, self.start = f"palm-{task}", task, time.monotonic()
+
+    def say(self, line: str) -> None:
+        print(one_line(f"{self.name}: {line}"), flush=True)
+
+    def warn(self, line: str) -> None:
+        print(one_line(f"{self.name}: {line}"), file=sys.stderr, flush=True)
+
+    def elapsed(self) -> str:
+        return f"in {time.monotonic() - self.start:.1f} s"
+
+
 def main(task: str, argv: list[str] | None = None, load=load_predictor) -> int:
-    """Run the container for ``task`` (or ``"all"``: every task of TASKS, one after the other);
-    returns the exit status (0, or 1 with a reason on stderr)."""
+    """Run the container for ``task`` (or ``"all"``: every task of TASKS); returns the exit
+    status (0, or 1 with a one-line reason as the last line of stderr)."""
     if task not in TASKS and task != ALL:
         raise ValueError(f"unknown task {task!r}")
-    tasks = task_list(task)
-    args = parse_args(task, argv)
-    name = f"palm-{task}"
-    start = time.monotonic()
-
-    def say(line: str) -> None:
-        print(f"{name}: {one_line(line)}", file=sys.stderr, flush=True)
-
-    def tagged(each: str, line: str) -> str:  # palm-all says which task a line is about
-        return f"{each}: {line}" if task == ALL else line
-
-    failed: list[str] = []  # palm-all: tasks that failed as a whole (the others still ran)
-    runs = {}
+    args, log = parse_args(task, argv), _Log(task)
     try:
-        if not args.input.is_dir():
-            raise ServeError(f"{args.input}: input folder not found" if not args.input.exists()
-                             else f"{args.input}: input is not a folder")
-        mode = detect_mode(args.input)
-        print(one_line(f"{name}: {mode} mode, input {args.input}, output {args.output}"), flush=True)
-        if mode == "grand-challenge":
-            check_slugs(args.input_slug, args.slugs)
-        prepare_output(args.output)  # before the model and the images: nothing computed is lost
-        checkpoints = {each: find_checkpoint(each, args.model, named=task == ALL) for each in tasks}  # all found first
-        pictures = OverlayWriter(args.output, tasks) if args.overlays and mode == "palm" else None
-        for each in tasks:
-            try:
-                predictor = load(each, checkpoints[each])
-                meta = getattr(predictor, "meta", {}) or {}
-                details = ", ".join(f"{k} {meta[k]}" for k in ("arch", "input_size", "palm_version") if k in meta)
-                print(one_line(f"{name}: {tagged(each, 'model')} {checkpoints[each]}" + (f" ({details})" if details else "")), flush=True)
-                if mode == "grand-challenge":
-                    target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.slugs[each])
-                    print(one_line(f"{name}: {tagged(each, OUTPUTS[each].describe(value))}; wrote {target} "
-                                   f"in {time.monotonic() - start:.1f} s"), flush=True)
-                else:
-                    from .predict import predict_folder
-
-                    runs[each] = predict_folder(predictor, args.input, args.output, progress=sys.stderr.isatty(),
-                                                overlays=pictures)
-                del predictor
-            except PalmError as exc:
-                if task != ALL:
-                    raise
-                say(f"error: {each}: {exc}")  # the other tasks still run; the exit status is 1
-                failed.append(each)
-        if pictures:
-            pictures.finish()
+        return run(task, args, load, log)
     except PalmError as exc:
-        say(f"error: {exc}")
-        return 1
+        log.warn(f"error: {exc}")
     except OSError as exc:  # e.g. /output not writable, disk full
-        where = f"{exc.filename}: " if exc.filename else ""
-        say(f"error: {where}{exc.strerror or exc}")
-        return 1
-    elapsed = f"in {time.monotonic() - start:.1f} s"
+        log.warn(f"error: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}")
+    return 1
+
+
+def run(task: str, args: argparse.Namespace, load, log: _Log) -> int:
+    """Pick the mode off the input folder, as grand-challenge-forge's template picks its handler."""
+    if not args.input.is_dir():
+        raise ServeError(f"{args.input}: input folder not found" if not args.input.exists()
+                         else f"{args.input}: input is not a folder")
+    mode = detect_mode(args.input)
+    log.say(f"{mode} mode, input {args.input}, output {args.output}")
     if mode == "grand-challenge":
-        if failed:
-            say(f"error: {', '.join(failed)} failed (see above); wrote the other outputs {elapsed}")
-            return 1
-        return 0
-    problems = [tagged(each, line) for each, run in runs.items() for line in run.problems]
-    skipped = sorted({line for run in runs.values() for line in run.skipped})
-    for line in problems:
-        say(f"failed: {line}")
-    for line in skipped:
-        say(line)
+        check_slugs(args.input_slug, args.slugs)
+    prepare_output(args.output)  # before the model and the images: nothing computed is lost
+    checkpoints = {each: find_checkpoint(each, args.model, named=task == ALL) for each in task_list(task)}  # all found first
+    return (run_gc_job if mode == "grand-challenge" else run_batch)(task, args, checkpoints, load, log)
+
+
+def run_gc_job(task: str, args: argparse.Namespace, checkpoints: dict[str, Path], load, log: _Log) -> int:
+    """One grand-challenge job: each task predicts the one input image and writes its socket;
+    palm-all goes on past a task that fails (exit status 1)."""
+    failed = []
+    for each, checkpoint in checkpoints.items():
+        tagged = (lambda line: f"{each}: {line}") if task == ALL else (lambda line: line)
+        try:
+            predictor = load(each, checkpoint)
+            log.say(predictor.describe() if hasattr(predictor, "describe") else tagged(f"model {checkpoint}"))
+            target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.slugs[each])
+            log.say(tagged(f"{OUTPUTS[each].describe(value)}; wrote {target} {log.elapsed()}"))
+            del predictor
+        except PalmError as exc:
+            if task != ALL:
+                raise
+            log.warn(f"error: {each}: {exc}")  # the other tasks still run; the exit status is 1
+            failed.append(each)
+    if failed:
+        log.warn(f"error: {', '.join(failed)} failed (see above); wrote the other outputs {log.elapsed()}")
+        return 1
+    return 0
+
+
+def run_batch(task: str, args: argparse.Namespace, checkpoints: dict[str, Path], load, log: _Log) -> int:
+    """PALM batch mode: every image under the input folder, every task in one pass."""
+    from .predict import predict_batch
+
+    batch = predict_batch(checkpoints, args.input, args.output, load, say=log.say, warn=log.warn,
+                          overlays=args.overlays, keep_going=task == ALL, progress=sys.stderr.isatty(), png=args.png)
+    runs = batch.runs
     if task == ALL:
         counts = ", ".join(f"{each} {run.predicted} of {run.found}" for each, run in runs.items())
-        summary = f"{counts} images predicted {elapsed}, outputs in {args.output}"
     else:
-        found, predicted = runs[task].found, runs[task].predicted
-        summary = f"{predicted} of {found} images predicted {elapsed}, outputs in {args.output}"
-    if pictures:
-        summary += f" (overlays in {pictures.folder})"
+        counts = f"{runs[task].predicted} of {runs[task].found}"
+    summary = f"{counts} images predicted {log.elapsed()}, outputs in {args.output}"
+    if batch.overlays:
+        summary += f" (overlays in {batch.overlays})"
+    skipped = next(iter(runs.values())).skipped if runs else []
     if skipped:
         summary += f"; {len(skipped)} other file(s) skipped"
-    if problems or failed:
-        parts = ([f"{len(problems)} failed (listed above)"] if problems else []) + \
-                ([f"{', '.join(failed)} not run (see above)"] if failed else [])
-        say(f"{summary}; {'; '.join(parts)}")
-        return 1
-    say(summary)
-    return 0
+    problems = sum(len(run.problems) for run in runs.values())
+    parts = ([f"{problems} failed (listed above)"] if problems else []) + \
+            ([f"{', '.join(batch.failed)} not run (see above)"] if batch.failed else [])
+    log.warn("; ".join([summary, *parts]))
+    return 1 if parts else 0
 
 
 if __name__ == "__main__":

@@ -293,7 +293,7 @@ class FoveaTask(Task):
 
     def merge(self, first, window, box, big):
         left, top, size = box  # the window's estimates win; the first pass only aimed it
-        return (torch.tensor([left, top], dtype=torch.float32).repeat(len(window) // 2) + window.float() * size) / big
+        return (window.new_tensor([left, top], dtype=torch.float32).repeat(len(window) // 2) + window.float() * size) / big
 
     def average(self, outputs):
         return outputs.float().mean(0)
@@ -374,14 +374,16 @@ class DiscTask(Task):
 
         # Clean up at the model's resolution, where it is cheap, then push the probabilities
         # to the kept side of 0.5: bilinear upsampling then adds no region and no hole. The
-        # frame's box is resampled to whole original pixels and pasted into the image.
+        # frame's box is resampled to whole original pixels and pasted into the image. The
+        # upsampling and threshold run where the output is (the GPU): only the mask's bytes
+        # cross to the host.
         frame = as_frame(frame)
         prob = output.float().softmax(0)[1]
-        keep = torch.from_numpy(clean_disc(prob.numpy() > 0.5))
+        keep = torch.from_numpy(clean_disc(prob.cpu().numpy() > 0.5)).to(prob.device)
         prob = torch.where(keep, prob.clamp(min=0.51), prob.clamp(max=0.49))
         box = (max(1, round(frame.height)), max(1, round(frame.width)))
         prob = F.interpolate(prob[None, None], size=box, mode="bilinear", align_corners=False)
-        disc = (prob[0, 0] > 0.5).numpy()
+        disc = (prob[0, 0] > 0.5).cpu().numpy()
         return disc if not frame.fov and disc.shape == frame.size[::-1] else paste(disc, frame)
 
     def flip_back(self, output):
@@ -390,7 +392,7 @@ class DiscTask(Task):
     def view_centre(self, output):
         from .postprocess import clean_disc
 
-        disc = clean_disc(output.float().argmax(0).numpy() == 1)
+        disc = clean_disc(output.float().argmax(0).cpu().numpy() == 1)
         if not disc.any():
             return None  # no disc: nothing to refine, the mask stays empty
         rows, cols = np.nonzero(disc)
@@ -403,7 +405,7 @@ class DiscTask(Task):
         reflections shine, is left out."""
         from scipy import ndimage
 
-        pixels = view.float().numpy()
+        pixels = view.float().cpu().numpy()
         size = pixels.shape[-1]
         lit = ndimage.binary_erosion(pixels.max(0) > 0.15 * np.percentile(pixels.max(0), 95),
                                      iterations=max(1, size // 24))

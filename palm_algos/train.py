@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from . import distributed
 from .cases import Case
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import CaseDataset
@@ -79,20 +79,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def start_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    rank = dist.get_rank() if world > 1 else 0
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
-
-
 def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: TrainConfig, out: Path,
           resume: bool = False, progress: bool = True, keep_last: bool = False) -> dict[str, Any]:
     """Train ``task`` and write checkpoints; returns {"best": metrics, "history": [...]}."""
@@ -101,7 +87,8 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     val_cases = [c for c in val_cases if task.usable(c)]
     if not train_cases:
         raise PalmError(f"no training case has {task.name} ground truth")
-    rank, world, device = start_distributed()
+    rank, world = distributed.rank_and_world()
+    device = distributed.join()
     main_process = rank == 0
     generator = seed_everything(config.seed + rank)
 
@@ -158,7 +145,7 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
         last_path(out).unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
-        dist.destroy_process_group()
+        distributed.leave()
     return {"best": best, "history": history}
 
 

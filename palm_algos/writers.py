@@ -22,8 +22,8 @@ import numpy as np
 
 from .atomic import write_bytes
 from .errors import PalmError, one_line
-from .formats import CSV_NAMES, DISC_FOLDER, PALM_COLUMNS, name_problem
-from .imageio import pixel_to_world, write_mha_mask, write_palm_mask
+from .formats import CSV_NAMES, DISC_FOLDER, DISC_PNG_FOLDER, PALM_COLUMNS, name_problem
+from .imageio import palm_mask_bmp, pixel_to_world, write_mha_mask, write_palm_mask
 from .overlays import SIDE, draw_overlay, read_photo, save_overlay
 
 
@@ -67,25 +67,84 @@ def csv_name_problem(name: str) -> str | None:
     return f"file name {problem}" if problem else None
 
 
-def write_classification_csv(risks: dict[str, float], out_dir: Path) -> Path:
+def classification_row(name: str, risk: float) -> list[str]:
     """`FileName,PM Risk`; FileName is the image's file name as PALM lists it."""
-    return _write_csv(out_dir / CSV_NAMES["classification"], PALM_COLUMNS["classification"],
-                      [[name, _number(risk, name, 6)] for name, risk in risks.items()])
+    return [name, _number(risk, name, 6)]
 
 
-def write_fovea_csv(points: dict[str, tuple[float, float] | None], out_dir: Path) -> Path:
+def fovea_row(name: str, point: tuple[float, float] | None) -> list[str]:
     """`FileName,Fovea_X,Fovea_Y` in original pixels; (0, 0) where no fovea was found (PALM's convention)."""
-    return _write_csv(out_dir / CSV_NAMES["fovea"], PALM_COLUMNS["fovea"],
-                      [[name, _number(p[0], name, 2), _number(p[1], name, 2)] if p else [name, "0", "0"]
-                       for name, p in points.items()])
+    return [name, _number(point[0], name, 2), _number(point[1], name, 2)] if point else [name, "0", "0"]
 
 
-def write_disc_masks(name: str, disc: np.ndarray, out_dir: Path, png: bool = True) -> None:
-    """`Disc_Segmentation/<stem>.bmp` (0 = disc, 255 = background), and a PNG twin."""
+def write_csv(task: str, rows: list[list[str]], out_dir: Path) -> Path:
+    """The task's PALM CSV (header, then ``rows`` as given), whole or not at all."""
+    return _write_csv(Path(out_dir) / CSV_NAMES[task], PALM_COLUMNS[task], rows)
+
+
+def write_disc_masks(name: str, disc: np.ndarray, out_dir: Path, png: bool = False) -> None:
+    """`Disc_Segmentation/<stem>.bmp` (0 = disc, 255 = background), whole or not at all (a mask
+    on disc is a finished one, which ``--resume`` counts on); with ``png`` also a PNG copy.
+    PALM reads the BMP, grand-challenge the MHA socket: neither needs the PNG."""
     stem = Path(name).stem
-    for path in [out_dir / DISC_FOLDER / f"{stem}.bmp"] + ([out_dir / DISC_FOLDER / "png" / f"{stem}.png"] if png else []):
+    _write_whole(out_dir / DISC_FOLDER / f"{stem}.bmp", palm_mask_bmp(disc))
+    if png:
+        path = out_dir / DISC_FOLDER / DISC_PNG_FOLDER / f"{stem}.png"
         with writing(path):
             write_palm_mask(disc, path)
+
+
+def disc_masks_done(out_dir: Path) -> set[str]:
+    """Stems of the disc masks already in ``out_dir`` (what ``--resume`` need not predict again)."""
+    folder = Path(out_dir) / DISC_FOLDER
+    return {p.stem for p in folder.glob("*.bmp")} if folder.is_dir() else set()
+
+
+class RowLog:
+    """A PALM CSV written as its rows come: each row is appended (and flushed) to
+    ``<CSV>.partial`` at once, so a stopped run keeps what it predicted; ``finish`` writes the
+    CSV whole, sorted as asked, and removes the partial file. Under torchrun each rank keeps
+    its own (``<CSV>.rank<N>.partial``)."""
+
+    def __init__(self, task: str, out_dir: Path, rank: int = 0, world: int = 1, fresh: bool = True):
+        """``fresh``: start the partial file empty; else add to what a stopped run left."""
+        name = CSV_NAMES[task]
+        self.path = Path(out_dir) / (f"{name}.partial" if world == 1 else f"{name}.rank{rank}.partial")
+        with writing(self.path):
+            self.file = open(self.path, "w" if fresh else "a", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.file)
+
+    def add(self, row: list[str]) -> None:
+        with writing(self.path):
+            self.writer.writerow(row)
+            self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    @staticmethod
+    def done(task: str, out_dir: Path) -> dict[str, list[str]]:
+        """The rows an earlier run of ``task`` left in ``out_dir`` (its CSV, then every
+        partial file), by file name: what ``--resume`` keeps instead of predicting again.
+        A row cut short by the stop is dropped (that image is predicted again)."""
+        name, width = CSV_NAMES[task], len(PALM_COLUMNS[task])
+        rows: dict[str, list[str]] = {}
+        final = Path(out_dir) / name
+        for path in ([final] if final.is_file() else []) + sorted(Path(out_dir).glob(f"{name}*.partial")):
+            with writing(path), open(path, newline="", encoding="utf-8", errors="replace") as f:
+                lines = list(csv.reader(f))
+            complete = path != final or not lines or lines[0] == list(PALM_COLUMNS[task])
+            for row in lines[1:] if path == final else lines:
+                if complete and len(row) == width and all(row):
+                    rows[row[0]] = row
+        return rows
+
+    @staticmethod
+    def remove_all(task: str, out_dir: Path) -> None:
+        """Once the whole CSV is written: every rank's partial file of ``task``."""
+        for path in Path(out_dir).glob(f"{CSV_NAMES[task]}*.partial"):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def write_gc_float(value: float, path: Path) -> None:
@@ -108,23 +167,23 @@ class TaskOutput(NamedTuple):
     """How one task's predictions are written and shown: the writing side of the task table,
     which the predictor and the containers ask instead of comparing task names."""
 
-    each: Callable[[str, Any, Path], None] | None  # PALM mode, per image as it comes (a mask file)
-    table: Callable[[dict[str, Any], Path], Path] | None  # PALM mode, once for all images (a CSV)
+    each: Callable[..., None] | None  # PALM mode, per image as it comes: (name, value, out_dir, png) (a mask file)
+    row: Callable[[str, Any], list[str]] | None  # PALM mode, a CSV row per image (CSV_NAMES[task])
     gc: Callable[[Any, Path, Path, str], None]  # grand-challenge: (value, input image, output file, slug)
     describe: Callable[[Any], str]  # one prediction in a log line
     marks: Callable[[Any], dict[str, Any]]  # what draw_overlay draws of one prediction
 
 
 OUTPUTS = {
-    "classification": TaskOutput(each=None, table=write_classification_csv,
+    "classification": TaskOutput(each=None, row=classification_row,
                                  gc=lambda risk, image, path, slug: write_gc_float(risk, path),
                                  describe=lambda risk: f"PM likelihood {risk:.4f}",
                                  marks=lambda risk: {"pm_risk": risk}),
-    "fovea": TaskOutput(each=None, table=write_fovea_csv,
+    "fovea": TaskOutput(each=None, row=fovea_row,
                         gc=lambda xy, image, path, slug: write_gc_point(xy, image, path, name=slug),
                         describe=lambda xy: f"fovea at ({xy[0]:.1f}, {xy[1]:.1f}) px",
                         marks=lambda xy: {"fovea": xy}),
-    "disc": TaskOutput(each=write_disc_masks, table=None,
+    "disc": TaskOutput(each=write_disc_masks, row=None,
                        gc=lambda disc, image, path, slug: write_gc_mask(disc, image, path),
                        describe=lambda disc: f"disc of {int(disc.sum())} px",
                        marks=lambda disc: {"disc": disc}),
@@ -143,19 +202,27 @@ def own_folders(input_dir: Path, out_dir: Path) -> list[Path]:
 
 class OverlayWriter:
     """``overlays/<stem>.jpg`` in the output folder: one picture per image with the marks of every
-    task of the run. An image's picture is drawn when the run's last task has predicted it, so
-    only the earlier tasks' predictions are held (in ``TASKS`` order the disc comes last: no
-    full-size mask is kept); ``finish`` draws the images the last task left out."""
+    task of the run. An image's picture is drawn as soon as every task has predicted it (or
+    failed on it), so only the predictions of images still waiting for a task are held;
+    ``finish`` draws any left."""
 
     def __init__(self, out_dir: Path, tasks: tuple[str, ...] | list[str]):
-        self.folder, self.last = Path(out_dir) / OVERLAY_FOLDER, tasks[-1]
+        self.folder, self.tasks = Path(out_dir) / OVERLAY_FOLDER, tuple(tasks)
         self.pending: dict[Path, dict[str, Any]] = {}
+        self.heard: dict[Path, set[str]] = {}
 
-    def add(self, image: Path, task: str, value: Any, photo: tuple[np.ndarray, tuple[int, int]] | None = None) -> None:
-        """``photo``: the image as the predictor decoded it, (RGB, original size); reused where it
-        is large enough for the picture, so the image is not decoded twice."""
-        self.pending.setdefault(image, {}).update(OUTPUTS[task].marks(value))
-        if task == self.last:
+    def add(self, image: Path, task: str, value: Any, photo: tuple[np.ndarray, tuple[int, int]] | None = None,
+            tasks: list[str] | None = None) -> None:
+        """``value`` None: ``task`` failed on this image. ``photo``: the image as the predictor
+        decoded it, (RGB, original size); reused where it is large enough for the picture, so
+        the image is not decoded twice. ``tasks``: those the image waits for (default: all;
+        fewer where a resumed run had done the others)."""
+        marks = self.pending.setdefault(image, {})
+        if value is not None:
+            marks.update(OUTPUTS[task].marks(value))
+        heard = self.heard.setdefault(image, set())
+        heard.add(task)
+        if heard.issuperset(self.tasks if tasks is None else tasks):
             self._draw(image, photo)
 
     def finish(self) -> None:
@@ -164,6 +231,9 @@ class OverlayWriter:
 
     def _draw(self, image: Path, photo=None) -> None:
         marks = self.pending.pop(image)
+        self.heard.pop(image, None)
+        if not marks:
+            return  # every task failed on it: nothing to show
         if photo is None or not _fits_picture(*photo):
             photo = read_photo(image)
         path = self.folder / f"{Path(image).stem}.jpg"

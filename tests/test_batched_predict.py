@@ -181,3 +181,138 @@ def test_torchrun_shards_the_images_and_writes_one_merged_run(models, images, tm
     assert_same_outputs(tmp_path / "single", tmp_path / "sharded")
     assert sorted(p.name for p in (tmp_path / "sharded").rglob("*") if p.is_file()) == \
         sorted(p.name for p in (tmp_path / "single").rglob("*") if p.is_file())
+
+
+# -- one pass for many tasks (#25 item 3) -----------------------------------------------------------
+
+
+def copy_folder(source: Path, target: Path, suffix: str | None = None) -> Path:
+    """The images of ``source`` in ``target``, re-encoded losslessly as ``suffix`` if given."""
+    target.mkdir()
+    for p in sorted(source.iterdir()):
+        if suffix:
+            Image.open(p).save(target / f"{p.stem}{suffix}")
+        else:
+            (target / p.name).write_bytes(p.read_bytes())
+    return target
+
+
+@pytest.mark.parametrize("suffix", [".png", None])
+def test_one_decode_feeds_every_model_as_separate_runs_do(models, images, tmp_path, suffix):
+    """`palm predict classification fovea disc` decodes each image once, at the largest size any
+    model needs, and writes what three separate runs write. PNGs decode at one size only; for
+    the JPEGs the classification model (32 px) would take a reduced decode on its own, so
+    there the one pass is checked for the two models that need the same decode (128 px)."""
+    folder = copy_folder(images, tmp_path / "in", suffix)
+    tasks = TASKS if suffix else ("fovea", "disc")
+    predictors = [Predictor.load(models[task], tta=True) for task in tasks]
+    decodes = []
+    import palm_algos.predict as predict
+
+    original = predict.read_image
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predict, "read_image", lambda path, min_side=None: decodes.append(path) or original(path, min_side))
+        runs = predict.predict_tasks(predictors, folder, tmp_path / "together", progress=False, batch_size=4, workers=0)
+    assert len(decodes) == 6  # once per image, not once per task
+    assert all(run.predicted == 6 and not run.problems for run in runs.values())
+    for task in tasks:
+        run(models, folder, tmp_path / "apart", task, batch_size=4, workers=0)
+    assert_same_outputs(tmp_path / "apart", tmp_path / "together", tasks)
+
+
+def test_decode_gpu_without_cuda_says_so_and_decodes_on_the_cpu(models, images, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present: the GPU decoder runs (tests/test_gpu.py)")
+    args = ["predict", "classification", "--input", str(images), "--model", str(models["classification"]),
+            "--tta", "--workers", "0"]
+    plain = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "cpu")])
+    gpu = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "gpu"), "--decode", "gpu"])
+    assert plain.exit_code == gpu.exit_code == 0, gpu.output
+    assert [line for line in gpu.output.splitlines() if "--decode gpu" in line] == \
+        ["--decode gpu: CUDA is not available (the models run on cpu); decoding on the CPU"]
+    assert_same_outputs(tmp_path / "cpu", tmp_path / "gpu", ["classification"])
+
+
+def test_the_gpu_decoder_batches_jpegs_and_falls_back_per_image(models, images, tmp_path):
+    """The GPU decoder's batching and fallback, run with torchvision's CPU JPEG decoder: JPEG
+    bytes decoded in one call, a PNG decoded by the workers, a JPEG the decoder refuses (cut
+    short) reported by the CPU path; every image's views as the CPU path makes them, up to the
+    decoders' rounding."""
+    from palm_algos.predict import _collate, _GpuDecoder, _Images, _Reader
+
+    folder = copy_folder(images, tmp_path / "in")
+    Image.open(images / "V0001.jpg").save(folder / "V0001.png")
+    whole = (images / "V0002.jpg").read_bytes()
+    (folder / "V0002.jpg").write_bytes(whole[: len(whole) // 2])  # its header intact, its pixels cut short
+    paths = sorted(folder.iterdir())
+    predictors = [Predictor.load(models[task], tta=True) for task in ("classification", "disc")]
+    reader = _Reader(predictors, keep_photo=False)
+    items = [(i, p, (0, 1)) for i, p in enumerate(paths)]
+    batch = _collate([_Images(items, reader, jpeg_bytes=True)[k] for k in range(len(items))])
+    assert len(batch.jpegs) == 6 and [r.path.name for r in batch.decoded] == ["V0001.png"] and not batch.failed
+    decoded = _GpuDecoder(torch.device("cpu"), reader)(batch)
+    assert [r.path.name for r in decoded.failed] == ["V0002.jpg"] and "cannot read image" in decoded.failed[0].problem
+    assert sorted(r.path.name for r in decoded.decoded) == sorted(p.name for p in paths if p.name != "V0002.jpg")
+    for p, predictor in enumerate(predictors):
+        first, big = decoded.views[p]
+        assert first.shape == (6, 3, predictor.input_size, predictor.input_size) and first.dtype == torch.uint8
+        assert (big is None) == (predictor.zoom == 1)
+        for k, read in enumerate(decoded.decoded):
+            cpu = reader(read.path)[0][p][0]
+            assert read.frames[p].size == Image.open(read.path).size
+            assert (first[k].int() - cpu.int()).abs().float().mean() < 4, read.path.name  # two decoders' rounding
+
+
+# -- long runs (#25 item 6) -------------------------------------------------------------------------
+
+
+def test_resume_after_a_run_killed_halfway(models, images, tmp_path):
+    """A run killed halfway leaves its CSV rows in <CSV>.partial and its finished masks; --resume
+    predicts only the rest, and the outputs are those of a run that was never stopped."""
+    import signal
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(24):
+        Image.fromarray(synth_case(i + 1, (300, 280)).image).save(folder / f"V{i:04d}.jpg", quality=90)
+    common = ["-m", "palm_algos.cli", "predict", "classification", "disc", "--input", str(folder), "--tta",
+              "--batch-size", "1", "--workers", "0", "--model", str(models["classification"]), "--model", str(models["disc"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    clean = subprocess.run([sys.executable, *common, "--output", str(tmp_path / "clean")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr
+    out = tmp_path / "out"
+    partial = out / f"{CSV_NAMES['classification']}.partial"
+    stopped = subprocess.Popen([sys.executable, *common, "--output", str(out)], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and stopped.poll() is None:
+        if partial.is_file() and len(partial.read_text().splitlines()) >= 8:
+            stopped.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert stopped.wait(60) == -signal.SIGKILL, "the run ended before it could be stopped halfway"
+    assert not (out / CSV_NAMES["classification"]).exists()
+    kept = len(partial.read_text().splitlines())
+    masks_kept = len(list((out / DISC_FOLDER).glob("*.bmp")))
+    assert 8 <= kept < 24 and masks_kept < 24
+    resumed = subprocess.run([sys.executable, *common, "--output", str(out), "--resume"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"wrote classification predictions for 24 of 24 images ({kept} from the run resumed)" in resumed.stdout
+    assert f"wrote disc predictions for 24 of 24 images ({masks_kept} from the run resumed)" in resumed.stdout
+    assert not list(out.glob("*.partial"))
+    assert_same_outputs(tmp_path / "clean", out, ["classification", "disc"])
+    assert (out / CSV_NAMES["classification"]).read_bytes() == (tmp_path / "clean" / CSV_NAMES["classification"]).read_bytes()
+
+
+def test_the_start_of_run_line_names_model_architecture_members_device_and_tta(models, images, tmp_path):
+    result = CliRunner().invoke(main, ["predict", "fovea", "--input", str(images), "--output", str(tmp_path / "out"),
+                                       "--model", str(models["fovea"]), "--device", "cpu", "--no-tta"])
+    assert result.exit_code == 0, result.output
+    assert (f"fovea: model {models['fovea']}: disc-fovea-heatmaps, 2 members, 64 px, refining pass x2, on cpu, "
+            f"flip TTA off") in result.output
+    bad = CliRunner().invoke(main, ["predict", "fovea", "--input", str(images), "--output", str(tmp_path / "out"),
+                                    "--model", str(models["fovea"]), "--device", "tpu7"])
+    assert bad.exit_code == 1 and "Error: device 'tpu7': not a torch device" in bad.output

@@ -74,7 +74,7 @@ def test_postprocessing_keeps_the_largest_region_and_fills_holes():
 def test_three_mask_formats_at_original_size(tmp_path):
     disc = np.zeros((2056, 2124), bool)
     disc[900:1200, 1500:1800] = True
-    write_disc_masks("P0001.jpg", disc, tmp_path)
+    write_disc_masks("P0001.jpg", disc, tmp_path, png=True)
     bmp = np.asarray(Image.open(tmp_path / "Disc_Segmentation" / "P0001.bmp"))
     png = np.asarray(Image.open(tmp_path / "Disc_Segmentation" / "png" / "P0001.png"))
     for mask in (bmp, png):
@@ -91,6 +91,16 @@ def test_three_mask_formats_at_original_size(tmp_path):
     assert out.GetPixelID() == sitk.sitkUInt8 and out.GetSize() == (2124, 2056)
     assert out.GetSpacing() == (0.5, 0.5) and out.GetOrigin() == (3.0, 4.0)
     assert np.array_equal(sitk.GetArrayFromImage(out), disc.astype(np.uint8))
+
+
+def test_the_bmp_is_the_file_pillow_writes_byte_for_byte(tmp_path):
+    """The BMP is built from the raw pixels (no encoder); it must be what Pillow would write."""
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (3, 5), (41, 50), (2056, 2124)]:
+        disc = rng.random(shape) > 0.5
+        write_disc_masks("X.jpg", disc, tmp_path)
+        Image.fromarray(np.where(disc, 0, 255).astype(np.uint8)).save(tmp_path / "pillow.bmp")
+        assert (tmp_path / "Disc_Segmentation" / "X.bmp").read_bytes() == (tmp_path / "pillow.bmp").read_bytes(), shape
 
 
 def test_no_disc_gives_an_all_white_bmp(tmp_path):

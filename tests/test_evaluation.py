@@ -250,6 +250,18 @@ def test_extra_cases_and_extra_columns_only_warn(truth, tmp_path):
     assert any("extra columns ignored: notes" in w for w in result["warnings"])
 
 
+def test_predicts_own_png_copies_pass_without_a_warning(truth, tmp_path):
+    """`palm predict --png` writes Disc_Segmentation/png/: scored from the BMPs, never warned
+    about; any other stray entry still is."""
+    sub = perfect(tmp_path / "sub")
+    masks = sub / "Disc_Segmentation"
+    (masks / "png").mkdir()
+    Image.open(next(masks.glob("*.bmp"))).save(masks / "png" / "P0001.png")
+    assert not [w for w in evaluate_palm(sub, truth)["warnings"] if "Disc_Segmentation" in w]
+    (masks / "notes").mkdir()
+    assert any("ignored 1 entries that are not .bmp/.png files: notes" in w for w in evaluate_palm(sub, truth)["warnings"])
+
+
 def test_mask_problems(truth, tmp_path):
     sub = perfect(tmp_path / "sub")
     masks = sub / "Disc_Segmentation"

@@ -891,7 +891,7 @@ def test_short_write_of_a_palm_mask_fails_and_names_the_file(ckpts, tmp_path):
 def test_atomic_write_checks_the_size(tmp_path, monkeypatch):
     """24.4: a write that silently stores fewer bytes than it was given (a full network disk) fails the run."""
     from palm_algos import atomic
-    from palm_algos.writers import OutputError, write_classification_csv
+    from palm_algos.writers import OutputError, write_csv
 
     real_write = os.write
     def short(fd, data):  # stores half, says it stored all, as a broken file system may
@@ -901,7 +901,7 @@ def test_atomic_write_checks_the_size(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic.os, "write", short)
     (tmp_path / CSV["classification"]).write_text("FileName,PM Risk\nP0001.jpg,0.5\n")
     with pytest.raises(OutputError, match="Classification_Results.csv.*short"):
-        write_classification_csv({"P0001.jpg": 0.25, "N0002.png": 0.5}, tmp_path)
+        write_csv("classification", [["P0001.jpg", "0.250000"], ["N0002.png", "0.500000"]], tmp_path)
     assert (tmp_path / CSV["classification"]).read_text() == "FileName,PM Risk\nP0001.jpg,0.5\n"  # the old file kept
     assert [p.name for p in tmp_path.iterdir()] == [CSV["classification"]]  # no temporary file left
 

@@ -285,7 +285,10 @@ def test_batch_disc_masks_bmp_and_png(tmp_path, batch, model):
     assert bmps == ["N0002.bmp", "P0001.bmp", "V0003.bmp", "nofovea.bmp"]
     mask = np.asarray(Image.open(out / "Disc_Segmentation" / "N0002.bmp"))
     assert mask.shape == (40, 50) and mask[0, 0] == 0 and mask[-1, -1] == 255
-    assert (out / "Disc_Segmentation" / "png" / "N0002.png").is_file()
+    assert not (out / "Disc_Segmentation" / "png").exists()  # neither layout needs the PNG copy: off by default
+    assert run("disc", batch, tmp_path / "png", model, "--png") == 0
+    png = np.asarray(Image.open(tmp_path / "png" / "Disc_Segmentation" / "png" / "N0002.png"))
+    assert np.array_equal(png, mask)
 
 
 def test_batch_keeps_going_past_a_bad_image(tmp_path, batch, model, capsys):

@@ -260,7 +260,7 @@ def test_batch_disc_masks_at_original_size(batch_runs, work, batch_input):
         mask = Image.open(folder / f"{name}.bmp")
         assert mask.size == size and mask.mode == "L"
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
-        assert (folder / "png" / f"{name}.png").is_file()
+    assert not (folder / "png").exists()  # the PNG copies are asked for (PALM_PNG=1, --png), never by default
 
 
 # -- grand-challenge mode --------------------------------------------------------------------------
@@ -362,9 +362,15 @@ def test_all_batch_writes_every_palm_file(batch_runs, work, batch_input):
     assert last_err(result).startswith(f"palm-all: classification {n} of {n + 1}, fovea {n} of {n + 1}, "
                                        f"disc {n} of {n + 1} images predicted"), result.stderr[-2000:]
     out = work / "batch-output" / "all"
-    for name in ("Classification_Results.csv", "Fovea_Localization_Results.csv"):
-        task = "classification" if name.startswith("Class") else "fovea"
-        assert (out / name).read_text() == (work / "batch-output" / task / name).read_text()
+    # Each image is decoded once for all three models, at the size the largest input needs: the
+    # classifier (64 px) then reads a JPEG decoded at a finer scale than it does alone, so its
+    # risks agree closely, not to the last digit; the fovea (same decode size) agrees exactly.
+    alone = {row[0]: row[1:] for row in csv.reader(open(work / "batch-output" / "classification" / "Classification_Results.csv"))}
+    together = {row[0]: row[1:] for row in csv.reader(open(out / "Classification_Results.csv"))}
+    assert alone.keys() == together.keys()
+    assert all(abs(float(together[k][0]) - float(alone[k][0])) < 0.02 for k in alone if k != "FileName")
+    name = "Fovea_Localization_Results.csv"
+    assert (out / name).read_text() == (work / "batch-output" / "fovea" / name).read_text()
     masks = sorted(p.name for p in (out / "Disc_Segmentation").glob("*.bmp"))
     assert masks == sorted(p.name for p in (work / "batch-output" / "disc" / "Disc_Segmentation").glob("*.bmp"))
     for name in masks:

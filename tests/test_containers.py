@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from palm_algos.formats import TASKS
+from palm_algos.formats import CSV_NAMES, TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = os.environ.get("PALM_TAG", "latest")
@@ -365,12 +365,13 @@ def test_all_batch_writes_every_palm_file(batch_runs, work, batch_input):
     # Each image is decoded once for all three models, at the size the largest input needs: the
     # classifier (64 px) then reads a JPEG decoded at a finer scale than it does alone, so its
     # risks agree closely, not to the last digit; the fovea (same decode size) agrees exactly.
-    alone = {row[0]: row[1:] for row in csv.reader(open(work / "batch-output" / "classification" / "Classification_Results.csv"))}
-    together = {row[0]: row[1:] for row in csv.reader(open(out / "Classification_Results.csv"))}
+    risks = CSV_NAMES["classification"]
+    alone = {row[0]: row[1:] for row in csv.reader(open(work / "batch-output" / "classification" / risks))}
+    together = {row[0]: row[1:] for row in csv.reader(open(out / risks))}
     assert alone.keys() == together.keys()
     assert all(abs(float(together[k][0]) - float(alone[k][0])) < 0.02 for k in alone if k != "FileName")
-    name = "Fovea_Localization_Results.csv"
-    assert (out / name).read_text() == (work / "batch-output" / "fovea" / name).read_text()
+    points = CSV_NAMES["fovea"]
+    assert (out / points).read_text() == (work / "batch-output" / "fovea" / points).read_text()
     masks = sorted(p.name for p in (out / "Disc_Segmentation").glob("*.bmp"))
     assert masks == sorted(p.name for p in (work / "batch-output" / "disc" / "Disc_Segmentation").glob("*.bmp"))
     for name in masks:

@@ -41,9 +41,8 @@ def square_resize(rgb: np.ndarray, input_size: int) -> torch.Tensor:
 def prepare_image(path, input_size: int, geometry: str = "squash") -> tuple[torch.Tensor, Frame]:
     """Read (JPEGs at reduced size), cut to the ``geometry``'s frame and resize; returns the
     (3, S, S) uint8 tensor and the frame (which holds the original (w, h))."""
-    rgb, size = read_image(path, min_side=input_size)
-    frame = frame_for(rgb, size, geometry)
-    return square_resize(crop(rgb, frame), input_size), frame
+    image, _, frame = model_views(read_image(path, min_side=input_size), input_size, 1, geometry)
+    return image, frame
 
 
 def model_views(photo: tuple[Any, tuple[int, int]], input_size: int, zoom: int, geometry: str = "squash",

@@ -57,6 +57,13 @@ def as_frame(frame_or_size) -> Frame:
     return frame_or_size if isinstance(frame_or_size, Frame) else Frame.whole(frame_or_size)
 
 
+def lit(brightest: np.ndarray) -> np.ndarray:
+    """Where a photograph is lit: its brightest channel ``brightest`` (any shape) above
+    ``LIT`` of the bright level (its 95th percentile), and above the sensor's black."""
+    level = np.percentile(brightest, 95) if brightest.size else 0.0
+    return brightest > max(4.0, LIT * level)
+
+
 def find_fov(rgb: np.ndarray) -> tuple[float, float, float] | None:
     """The field of view as a circle (cx, cy, radius) in ``rgb``'s pixels, or None.
 
@@ -73,14 +80,14 @@ def find_fov(rgb: np.ndarray) -> tuple[float, float, float] | None:
     bright = np.percentile(small, 95)
     if bright < 8:
         return None  # a black picture
-    lit = ndimage.binary_opening(small > max(4.0, LIT * bright), iterations=2)
-    labels, count = ndimage.label(lit)
+    region = ndimage.binary_opening(lit(small), iterations=2)
+    labels, count = ndimage.label(region)
     if count == 0:
         return None
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    lit = ndimage.binary_fill_holes(labels == sizes.argmax())
-    border = lit & ~ndimage.binary_erosion(lit)
+    field = ndimage.binary_fill_holes(labels == sizes.argmax())
+    border = field & ~ndimage.binary_erosion(field)
     border[:2, :] = border[-2:, :] = border[:, :2] = border[:, -2:] = False  # the image edge is no FOV edge
     ys, xs = np.nonzero(border)
     if len(xs) < 20:
@@ -104,7 +111,7 @@ def find_fov(rgb: np.ndarray) -> tuple[float, float, float] | None:
         return None
     yy, xx = np.mgrid[:sh, :sw]
     disc = np.hypot(xx - cx, yy - cy) <= radius
-    overlap = (disc & lit).sum() / max(1, (disc | lit).sum())
+    overlap = (disc & field).sum() / max(1, (disc | field).sum())
     if overlap < 0.9:
         return None
     return ((cx + 0.5) * step - 0.5, (cy + 0.5) * step - 0.5, radius * step)
@@ -159,12 +166,10 @@ def standardise(image: np.ndarray, spread: float = 48.0) -> np.ndarray:
     128 and standard deviation ``spread`` (uint8 (H, W, 3) in and out). A dark camera, a
     bright one and a red-tinted one then look alike; the dark border stays dark."""
     pixels = image.reshape(-1, 3).astype(np.float32)
-    brightest = pixels.max(axis=1)
-    level = np.percentile(brightest, 95) if len(brightest) else 0
-    lit = brightest > max(4.0, LIT * level)
-    if lit.sum() < 16:
+    inside = lit(pixels.max(axis=1))
+    if inside.sum() < 16:
         return image
-    mean, std = pixels[lit].mean(0), pixels[lit].std(0) + 1.0
+    mean, std = pixels[inside].mean(0), pixels[inside].std(0) + 1.0
     out = (pixels - mean) / std * spread + 128
-    out[~lit] = 0
+    out[~inside] = 0
     return np.clip(out, 0, 255).astype(np.uint8).reshape(image.shape)

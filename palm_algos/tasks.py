@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 from . import models
 from .cases import Case
 from .errors import PalmError
-from .fov import Frame, as_frame, crop
+from .fov import Frame, as_frame, crop, lit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -407,12 +407,11 @@ class DiscTask(Task):
 
         pixels = view.float().cpu().numpy()
         size = pixels.shape[-1]
-        lit = ndimage.binary_erosion(pixels.max(0) > 0.15 * np.percentile(pixels.max(0), 95),
-                                     iterations=max(1, size // 24))
-        if not lit.any():
+        inside = ndimage.binary_erosion(lit(pixels.max(0)), iterations=max(1, size // 24))
+        if not inside.any():
             return None
         brightness = ndimage.gaussian_filter(pixels.mean(0), sigma=size / 40)
-        row, col = np.unravel_index(np.where(lit, brightness, -np.inf).argmax(), lit.shape)
+        row, col = np.unravel_index(np.where(inside, brightness, -np.inf).argmax(), inside.shape)
         return ((col + 0.5) / size, (row + 0.5) / size)
 
     def merge(self, first, window, box, big):

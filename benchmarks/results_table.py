@@ -169,7 +169,7 @@ def speed() -> list[str]:
     limit = "decoding_images_per_second" in record["rows"][0]  # since #25: the decoding limit beside the network
     columns = [("passes", "passes"), ("predict img/s", "predict_images_per_second"), ("bare img/s", "bare_images_per_second")]
     columns += [("decoding img/s", "decoding_images_per_second"), ("limit img/s", "limit_images_per_second")] if limit else []
-    rows = [[r["task"], r["recipe"], *(f"{r[key]:.2f}" for _, key in columns), f"**{r['ratio']:.2f}**"]
+    rows = [[r["task"], r["recipe"], *(_number(r[key]) for _, key in columns), f"**{r['ratio']:.2f}**"]
             for r in record["rows"]]
     decode = f", --decode {record['decode']}" if limit else ""
     intro = (f"Images per second, {record['images']} synthetic JPEGs of {record['image_size'][0]}x{record['image_size'][1]}, "
@@ -187,14 +187,21 @@ def speed() -> list[str]:
     lines = section("Prediction throughput: `palm predict` end to end vs. its limit",
                     ["task", "recipe", *(name for name, _ in columns), "ratio"], rows, intro)
     memory = record.get("memory", {})
+    if not memory.get("runs") and (RESULTS / "speed-memory.json").is_file():  # the memory check run on its own
+        memory = json.loads((RESULTS / "speed-memory.json").read_text()).get("memory", {})
     if memory.get("runs"):
         runs_ = memory["runs"]
         lines += [f"Peak resident memory of one run, {memory['recipe']}, "
                   f"{memory['image_size'][0]}x{memory['image_size'][1]} images: "
                   + "; ".join(f"{m['images']} images {m['peak_rss_mb']['main']:.0f} MB (largest decoding worker "
                               f"{m['peak_rss_mb']['largest_worker']:.0f} MB)" for m in runs_)
-                  + ".", ""]
+                  + " (`predict_speed.py --tasks \"\" --memory 100,1000`; each count in a fresh process).", ""]
     return lines
+
+
+def _number(value: float) -> str:
+    """Two decimals; a dash where the record has none (NaN: the all-tasks row's passes)."""
+    return "–" if value != value else f"{value:.2f}"
 
 
 def document() -> str:

@@ -68,3 +68,13 @@ def test_release_without_data_is_one_clear_line(checkout):
     shutil.rmtree(checkout / "data")
     run = release_models(checkout)
     assert run.returncode != 0 and "no data folder data" in run.stderr and not calls(checkout)
+
+
+def test_each_release_step_is_reported_under_its_own_name(checkout):
+    """A step's command may loop over its own `name` (cmd_build does): the timing line still
+    names the step (it once read "release step 'all' done")."""
+    script = ("set -- help; source ./build.sh >/dev/null; "
+              "loops() { for name in classification all; do :; done; }; release_step build loops")
+    done = subprocess.run(["bash", "-c", script], cwd=checkout, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "release step 'build' done in" in done.stderr

@@ -24,12 +24,12 @@ stage_torch_base() {
 image_size() { docker image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
 cmd_build() {
+    local name t0 task ctx  # local: a caller's own (release_step's name) stays its own
     parse_slugs "$@"
     mkdir -p "$WORK"
     ensure_docker
     ensure_base_image
     ensure_wheelhouse
-    local t0 task ctx
     say "base image: $BASE; torch: $TORCH_FLAVOUR (${WHEELHOUSE#"$ROOT/"}/torch-$TORCH_FLAVOUR); tag: $TAG"
     t0=$(date +%s)
     docker_build --build-arg BASE_IMAGE="$BASE" -f containers/Dockerfile --target evaluation -t "$(image evaluation)" . \

@@ -30,10 +30,10 @@ cmd_release() {
 }
 
 release_step() {  # release_step NAME COMMAND ARGS...: timed; a step that fails can be run again
-    local name=$1 t0=$(date +%s); shift
-    say "release step '$name' ..."
+    local step=$1 t0=$(date +%s); shift
+    say "release step '$step' ..."
     "$@"
-    say "release step '$name' done in $(( $(date +%s) - t0 )) s"
+    say "release step '$step' done in $(( $(date +%s) - t0 )) s"
 }
 
 # models/<task>.pt trained by benchmarks/train_final.sh (recipe final-<task>), unless it already

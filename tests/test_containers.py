@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -362,16 +363,23 @@ def test_all_batch_writes_every_palm_file(batch_runs, work, batch_input):
     assert last_err(result).startswith(f"palm-all: classification {n} of {n + 1}, fovea {n} of {n + 1}, "
                                        f"disc {n} of {n + 1} images predicted"), result.stderr[-2000:]
     out = work / "batch-output" / "all"
-    # Each image is decoded once for all three models, at the size the largest input needs: the
-    # classifier (64 px) then reads a JPEG decoded at a finer scale than it does alone, so its
-    # risks agree closely, not to the last digit; the fovea (same decode size) agrees exactly.
+    # Each image is decoded once for all three models, at the size the largest input needs: a
+    # model with a smaller input (the classifier; the real fovea model at 192 px beside the disc's
+    # 512) then reads a JPEG decoded at a finer scale than it does alone, so its results agree
+    # closely, not to the last digit: risks within 0.02, fovea positions within 0.5 % of the
+    # image's longer side (the real models, ./build.sh release: 1.9 px of 2124).
     risks = CSV_NAMES["classification"]
     alone = {row[0]: row[1:] for row in csv.reader(open(work / "batch-output" / "classification" / risks))}
     together = {row[0]: row[1:] for row in csv.reader(open(out / risks))}
     assert alone.keys() == together.keys()
     assert all(abs(float(together[k][0]) - float(alone[k][0])) < 0.02 for k in alone if k != "FileName")
     points = CSV_NAMES["fovea"]
-    assert (out / points).read_text() == (work / "batch-output" / "fovea" / points).read_text()
+    alone = {row[0]: row[1:] for row in csv.reader(open(work / "batch-output" / "fovea" / points))}
+    together = {row[0]: row[1:] for row in csv.reader(open(out / points))}
+    assert alone.keys() == together.keys() and alone.pop("FileName") == together.pop("FileName")
+    for name, (x, y) in alone.items():
+        longer = max(batch_input["sizes"][Path(name).stem])
+        assert math.dist((float(x), float(y)), tuple(map(float, together[name]))) <= 0.005 * longer, (name, alone[name], together[name])
     masks = sorted(p.name for p in (out / "Disc_Segmentation").glob("*.bmp"))
     assert masks == sorted(p.name for p in (work / "batch-output" / "disc" / "Disc_Segmentation").glob("*.bmp"))
     for name in masks:

@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 from PIL import Image, ImageDraw
 
+from evaluation.gallery import case_table
 from palm_algos.cases import read_cases
 from palm_algos.formats import CSV_NAMES
 from palm_algos.tasks import get_task
@@ -66,10 +67,9 @@ def held_out_truth(idrid: Path, folds: int, fold: int, seed: int, truth: Path) -
 
 
 def fovea_distances(metrics: Path, key: str = "fovea_normalised_distance") -> dict[str, float]:
-    """case -> fovea distance (normalised, or another of the case's scores), from a `palm
-    evaluate` metrics.json."""
-    cases = json.loads(metrics.read_text()).get("case", {})
-    return {name: v[key] for name, v in cases.items() if isinstance(v, dict) and v.get(key) is not None}
+    """case -> fovea distance (normalised, or another of the case's scores), from a metrics.json."""
+    cases = case_table(json.loads(metrics.read_text()))
+    return {name: v[key] for name, v in cases.items() if v.get(key) is not None}
 
 
 def strip(pictures: list[tuple[Path, str]], side: int, credit: str) -> Image.Image:
@@ -114,8 +114,8 @@ def main(idrid, fovea_model, fold, folds, seed, disc_model, workdir, out, galler
     submission.mkdir(parents=True, exist_ok=True)
     shutil.copy(run / CSV_NAMES["fovea"], submission / CSV_NAMES["fovea"])
     palm("leaderboard", str(submission.parent), "--ground-truth", str(truth), "--out", str(board))
-    palm("evaluate", "--submission", str(submission), "--ground-truth", str(truth), "--out", str(workdir / "metrics.json"))
-    distances = fovea_distances(workdir / "metrics.json")
+    metrics = board / "metrics" / f"{submission.name}.json"  # the leaderboard's scoring of the submission
+    distances = fovea_distances(metrics)
     ranked = sorted(distances, key=distances.get)
     chosen = {"best": ranked[0], "median": ranked[len(ranked) // 2], "worst": ranked[-1]}
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def main(idrid, fovea_model, fold, folds, seed, disc_model, workdir, out, galler
     strip(overlays, SIDE, f"palm predict fovea disc --overlays, models never trained on these images. {CREDIT}"
           ).save(out / "real-overlays.jpg", quality=85, optimize=True)
     gallery = board / "gallery" / submission.name  # the page's thumbnails, worst first as it ranks them (in px)
-    pixels = fovea_distances(workdir / "metrics.json", "fovea_distance")
+    pixels = fovea_distances(metrics, "fovea_distance")
     worst = [name for name in sorted(pixels, key=pixels.get, reverse=True) if (gallery / f"{name}_thumb.jpg").is_file()]
     thumbs = [(gallery / f"{name}_thumb.jpg", f"{name}: {distances[name]:.4f}") for name in worst[:gallery_count]]
     strip(thumbs, 180, f"palm leaderboard's gallery, worst fovea cases (blue: truth, yellow: models). {CREDIT}"

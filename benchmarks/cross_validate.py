@@ -122,6 +122,9 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
               help="Data folder; repeat to pool several sources (cameras).")
 @click.option("--leave-one-source-out", "by_source", is_flag=True,
               help="Each fold is one --data source, trained on all the others (--folds is ignored).")
+@click.option("--also-train", multiple=True, type=click.Path(path_type=Path),
+              help="A source every fold also trains on and none is tested on (repeatable): the disc centres of IDRiD, "
+                   "which a disc model learns from but Dice cannot score.")
 @click.option("--extra-test", type=click.Path(path_type=Path), help="Also score the fold models on this folder (mean over folds).")
 @click.option("--disc-centre-test", multiple=True, type=click.Path(path_type=Path),
               help="fovea, joint model: also score its disc-centre estimate on this folder of disc masks (repeatable).")
@@ -140,7 +143,7 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
 @click.option("--batch-size", default=16)
 @click.option("--lr", default=1e-3)
 @click.option("--arch", default="")
-@click.option("--augment", default="standard", help="The task's augmentation style (palm train --help).")
+@click.option("--augment", default="", help="The task's augmentation style (default: the task's; palm train --help).")
 @click.option("--seed", default=0)
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
 @click.option("--reuse", is_flag=True, help="Score the fold checkpoints already in --workdir instead of training "
@@ -150,7 +153,7 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
 @click.option("--out", type=click.Path(path_type=Path))
 @click.pass_context
-def main(ctx, task, recipe_name, data_root, data, by_source, extra_test, disc_centre_test, folds, members, seeds, only_folds,
+def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_test, disc_centre_test, folds, members, seeds, only_folds,
          epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, workdir, reuse, resume, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
@@ -162,13 +165,15 @@ def main(ctx, task, recipe_name, data_root, data, by_source, extra_test, disc_ce
     if not task or not data or not out:
         raise click.UsageError("give TASK, --data and --out (or a --recipe)")
     task_ = get_task(task)
-    sources = [[c for c in read_cases(folder).cases if task_.usable(c)] for folder in data]
+    sources = [[c for c in read_cases(folder).cases if task_.scorable(c)] for folder in data]
     cases = [c for source in sources for c in source]
     if by_source and len(sources) < 2:
         raise SystemExit("--leave-one-source-out needs two or more --data sources")
     splits = ([([c for j, other in enumerate(sources) if j != k for c in other], source)
                for k, source in enumerate(sources)] if by_source else kfold_splits(task_, cases, folds, seed))
-    extra_cases = [c for c in read_cases(extra_test).cases if task_.usable(c)] if extra_test else []
+    learn_only = [c for folder in also_train for c in read_cases(folder).cases if task_.usable(c)]
+    splits = [(tr + learn_only, va) for tr, va in splits]
+    extra_cases = [c for c in read_cases(extra_test).cases if task_.scorable(c)] if extra_test else []
     disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
     config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, geometry=geometry,
                          colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -229,6 +234,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, extra_test, disc_ce
         extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(size)), []), **extra} if extra else extra
     record = {
         "task": task, "data": [str(d) for d in data] if len(data) > 1 else str(data[0]),
+        **({"also_train": [str(d) for d in also_train]} if also_train else {}),
         "folds": "leave-one-source-out" if by_source else folds, "members": members, **({"seeds": seeds} if seeds > 1 else {}),
         **({"only_folds": sorted(chosen)} if chosen else {}), **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},

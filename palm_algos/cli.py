@@ -60,7 +60,7 @@ def _train_options(command):
                           "around the first estimate (1 = the paper's single pass)."),
         click.option("--geometry", default="", type=click.Choice(("",) + GEOMETRIES),
                      help="What the network sees: fov (the field of view at a fixed size, found in each "
-                          "photograph) or squash (the whole image); default: the task's (fov for fovea and disc)."),
+                          "photograph) or squash (the whole image); default: the task's (fov for the disc, squash for the fovea)."),
         click.option("--colour", default="", type=click.Choice(("",) + COLOURS),
                      help="standardise (colours standardised inside the field of view, with camera-like "
                           "augmentation) or none; default: the task's (standardise for fovea and disc)."),
@@ -68,10 +68,10 @@ def _train_options(command):
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),
         click.option("--val-fraction", default=0.2, show_default=True, help="Hold-out share for validation; 0 trains on all."),
-        click.option("--augment", default="standard", show_default=True,
+        click.option("--augment", default="",
                      help="The task's augmentation: standard (fovea and disc: with camera-like colour, blur and JPEG changes), "
                           "none, or another the task offers (fovea and disc: classic, as before the field of view; "
-                          "disc: wide)."),
+                          "disc: wide); default: the task's (classic for the fovea, standard otherwise)."),
         click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out: writes OUT.foldK.pt "
                                                 "per fold and OUT, the ensemble of the K fold models."),
         click.option("--seed", default=0, show_default=True),

@@ -122,7 +122,7 @@ def _target_centre(flat_inputs: list[Any], big: int) -> torch.Tensor | None:
         if isinstance(x, tv_tensors.KeyPoints):
             return (x.as_subclass(torch.Tensor).reshape(-1, 2)[0] + 0.5) / big
         if isinstance(x, tv_tensors.Mask):
-            rows, cols = torch.nonzero(x.as_subclass(torch.Tensor) > 0, as_tuple=True)
+            rows, cols = torch.nonzero(x.as_subclass(torch.Tensor) == 1, as_tuple=True)
             return torch.stack([cols.float().mean(), rows.float().mean()]).add(0.5).div(big) if len(rows) else None
     return None
 

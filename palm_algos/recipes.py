@@ -18,7 +18,7 @@ from click.core import ParameterSource
 from .errors import PalmError
 
 RECIPES = Path(__file__).with_name("recipes.toml")
-DATA_KEYS = ("data", "extra-test", "disc-centre-test")  # folders relative to the data root
+DATA_KEYS = ("data", "also-train", "extra-test", "disc-centre-test")  # folders relative to the data root
 
 
 def read_recipes(path: Path = RECIPES) -> dict[str, dict[str, Any]]:

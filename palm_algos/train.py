@@ -46,9 +46,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     workers: int = 0
-    augment: str = "standard"  # the task's augmentation style (Task.augmentations); "none" for ablations and tests
+    augment: str = ""  # the task's augmentation style (Task.augmentations); "none" for ablations and tests; empty: the task's
     zoom: int = 1  # > 1: also learn the refining pass's view (fovea, disc); 1 = the paper's single pass
-    geometry: str = ""  # fov.GEOMETRIES; empty: the task's default ("fov" for fovea and disc)
+    geometry: str = ""  # fov.GEOMETRIES; empty: the task's default ("fov" for the disc)
     colour: str = ""  # "standardise" | "none"; empty: the task's default
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -56,12 +56,13 @@ class TrainConfig:
         """The task's defaults filled in; settings the task cannot use are refused."""
         if self.zoom > 1 and not task.refines:
             raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
-        if self.augment not in (*task.augmentations, "none"):
+        if self.augment and self.augment not in (*task.augmentations, "none"):
             raise PalmError(f"--augment {self.augment!r}: {task.name} has {', '.join(task.augmentations)} or none")
         return TrainConfig(**{**asdict(self), "arch": self.arch or task.default_arch,
                               "input_size": self.input_size or task.default_input_size,
                               "geometry": self.geometry or task.default_geometry,
-                              "colour": self.colour or task.default_colour})
+                              "colour": self.colour or task.default_colour,
+                              "augment": self.augment or task.default_augment})
 
 
 def last_path(out: Path) -> Path:

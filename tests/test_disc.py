@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from palm_algos.cases import read_cases
+from palm_algos.cases import Case, read_cases
 from palm_algos.cli import main
 from palm_algos.imageio import write_mha_image
 from palm_algos.postprocess import clean_disc
@@ -138,3 +140,59 @@ def test_decoding_cleans_up_and_upsamples_to_the_original_size():
     assert disc[int(29.5 * 2056 / 64), int(39.5 * 2124 / 64)]  # the hole is filled
     assert not disc[: 10 * 2056 // 64, : 10 * 2124 // 64].any()  # the blob is gone
     assert not TASK.decode(torch.zeros(2, 64, 64), (100, 80)).any()
+
+
+def test_a_disc_known_by_its_centre_is_a_partial_mask_around_it():
+    """IDRiD's disc centres teach the disc model too: disc within half a typical disc radius,
+    background beyond twice it, UNKNOWN (skipped by loss and metric) between."""
+    from palm_algos.fov import Frame
+    from palm_algos.tasks import DISC_RADIUS, UNKNOWN, centre_target
+
+    frame = Frame(100.0, -200.0, 3400.0, 3400.0, (4288, 2848), fov=True)  # a FOV cut at top and bottom
+    centre = (3000.0, 1400.0)
+    target = centre_target(centre, frame, 256)
+    assert target.shape == (256, 256) and set(np.unique(target)) == {0, 1, UNKNOWN}
+    rows, cols = np.nonzero(target == 1)
+    assert frame.original((cols.mean() + 0.5) / 256, (rows.mean() + 0.5) / 256) == pytest.approx(centre, abs=3400 / 256)
+    radius = DISC_RADIUS * 256  # in input pixels: the frame is the FOV
+    assert np.sqrt((target == 1).sum() / np.pi) == pytest.approx(radius / 2, rel=0.1)
+    assert np.sqrt(((target == 1) | (target == UNKNOWN)).sum() / np.pi) == pytest.approx(2 * radius, rel=0.1)
+    case = Case("IDRiD_001", Path("IDRiD_001.jpg"), (4288, 2848), disc_centre=centre)
+    assert TASK.usable(case) and not TASK.scorable(case)
+    assert np.array_equal(TASK.target(case, 256, frame), target)
+
+
+def test_loss_and_dice_skip_the_unknown_ring():
+    from palm_algos.tasks import UNKNOWN
+
+    target = torch.zeros(1, 32, 32, dtype=torch.long)
+    target[0, 12:20, 12:20] = UNKNOWN
+    target[0, 14:18, 14:18] = 1
+    logits = torch.zeros(1, 2, 32, 32)
+    logits[:, 1] = -5.0
+    logits[0, 1, 14:18, 14:18] = 5.0  # the known disc, right
+    other = logits.clone()
+    other[0, 1, 12:20, 12:20] = torch.randn(8, 8) * 5  # anything in the ring
+    other[0, 1, 14:18, 14:18] = 5.0
+    assert TASK.loss(other, target).item() == pytest.approx(TASK.loss(logits, target).item(), rel=1e-5)
+    assert TASK.metrics(other, target)["dice"] == 1.0
+    wrong = logits.clone()
+    wrong[0, 1, 0:4, 0:4] = 5.0  # disc where the background is known
+    assert TASK.loss(wrong, target) > TASK.loss(logits, target) and TASK.metrics(wrong, target)["dice"] < 1
+
+
+def test_idrid_disc_centres_become_training_targets_on_their_disc(idrid):
+    """On real IDRiD photographs (field of view, 512 px stored): the partial mask's disc sits
+    on the markup, and the refining window (ZoomView) centres on it."""
+    from palm_algos.data import CaseDataset, prepare_image
+
+    cases = [c for c in read_cases(idrid).cases if TASK.usable(c)][:3]
+    data = CaseDataset(TASK, cases, 256, train=False, progress=False, zoom=2, geometry="fov", colour="standardise")
+    for case, target, image in zip(cases, data.targets, data.images):
+        frame = prepare_image(case.image, 512, "fov")[1]
+        assert frame.fov
+        rows, cols = np.nonzero(target.numpy() == 1)
+        found = frame.original((cols.mean() + 0.5) / 512, (rows.mean() + 0.5) / 512)
+        assert np.hypot(found[0] - case.disc_centre[0], found[1] - case.disc_centre[1]) < frame.width / 512 * 2
+        x, y = data[cases.index(case)]
+        assert x.shape == (3, 256, 256) and y.shape == (256, 256) and (y == 1).any()

@@ -102,6 +102,7 @@ def test_every_recipe_is_a_command_line_its_reader_accepts():
         if name.startswith("cv-"):
             params = parsed(cv, command_line(options(name, Path("ROOT"), {})))
             assert params["data"] == tuple(Path("ROOT") / d for d in recipe["data"]), name
+            assert params["also_train"] == tuple(Path("ROOT") / d for d in recipe.get("also-train", [])), name
         else:
             assert name.split("-", 1)[0] in ("final", "quick"), name
             for line in train_commands(name, Path("ROOT"), {"out": "OUT.pt"}):

@@ -111,7 +111,8 @@ def other_cameras() -> list[str]:
             continue
         sources = r["data"]
         for fold in r["per_fold"]:
-            others = ", ".join(_source_name(s) for s in sources if s != fold["source"])
+            others = ", ".join([_source_name(s) for s in sources if s != fold["source"]]
+                               + [f"{_source_name(s)} (disc centres)" for s in r.get("also_train", [])])
             rows.append(["disc", recipe(r), others, _source_name(fold["source"]), f"{fold['dice']['mean']:.4f}",
                          f"{fold['dice']['median']:.4f}", f"{fold['below_0.5']} of {fold['cases']} below Dice 0.5",
                          f"`{r['file']}`"])

@@ -12,6 +12,7 @@ PALM files. ``predict_batch`` is the batch routine of `palm predict` and the con
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections import deque
@@ -129,19 +130,25 @@ class Predictor:
         outputs = [self._finite(output, image) for output, image in zip(self.forward(first), images)]
         if big is None:
             return outputs
-        windows, boxes = [], []  # the refining pass, batched over the images it has a window for
+        windows, boxes = [], []  # the refining pass, batched over the images' candidate windows
         for i, output in enumerate(outputs):
-            centre = None if isinstance(output, PalmError) else \
-                self._task.view_centre(output) or self._task.fallback_centre(first[i])
-            if centre is not None:
+            if isinstance(output, PalmError):
+                continue
+            centres = self._task.view_centres(output) or [self._task.fallback_centre(first[i])]
+            for centre in filter(None, centres):
                 left, top = view_box(centre, size * self.zoom, size)
                 windows.append(big[i, :, top : top + size, left : left + size])
                 boxes.append((i, left, top))
-        if windows:
+        best: dict[int, tuple[float, torch.Tensor | PredictionError, int, int]] = {}
+        if windows:  # each image keeps its surest window (the first of equals)
             for (i, left, top), window in zip(boxes, self.forward(torch.stack(windows))):
                 window = self._finite(window, images[i])
-                outputs[i] = window if isinstance(window, PalmError) else \
-                    self._task.merge(outputs[i], window, (left, top, size), size * self.zoom)
+                score = math.inf if isinstance(window, PalmError) else self._task.window_score(window)
+                if i not in best or score > best[i][0]:
+                    best[i] = (score, window, left, top)
+        for i, (_, window, left, top) in best.items():
+            outputs[i] = window if isinstance(window, PalmError) else \
+                self._task.merge(outputs[i], window, (left, top, size), size * self.zoom)
         return outputs
 
     def decode(self, output: torch.Tensor, frame: Frame | tuple[int, int]) -> Any:

@@ -168,14 +168,20 @@ class Task:
         raise NotImplementedError
 
     # -- the refining pass (models trained with zoom > 1; fovea and disc) -------------------
-    def view_centre(self, output: torch.Tensor) -> tuple[float, float] | None:
-        """Where the second pass should look, (x, y) in [0, 1] of the image; None: nowhere."""
+    def view_centres(self, output: torch.Tensor) -> list[tuple[float, float]]:
+        """Where the second pass should look, (x, y) in [0, 1] of the image, the likeliest
+        first; several: each gets a window and ``window_score`` picks one; none: nowhere."""
         raise NotImplementedError
 
     def fallback_centre(self, view: torch.Tensor) -> tuple[float, float] | None:
-        """A second opinion where ``view_centre`` found nothing: where the refining pass should
+        """A second opinion where ``view_centres`` found nothing: where the refining pass should
         look on the first-pass input ``view`` ((3, S, S) uint8), or None (nowhere)."""
         return None
+
+    def window_score(self, window: torch.Tensor) -> float:
+        """How sure the refining pass is of what it found in one window's output (the
+        highest-scoring window of an image is kept; the first of equals)."""
+        return 0.0
 
     def merge(self, first: torch.Tensor, window: torch.Tensor, box: tuple[int, int, int], big: int) -> torch.Tensor:
         """First-pass output and the output on the window ``box`` = (left, top, size) of the
@@ -296,8 +302,8 @@ class FoveaTask(Task):
     def decode(self, output, frame):
         return as_frame(frame).original(*output.float().reshape(-1)[:2].tolist())
 
-    def view_centre(self, output):
-        return tuple(output.float().reshape(-1)[:2].tolist())
+    def view_centres(self, output):
+        return [tuple(output.float().reshape(-1)[:2].tolist())]
 
     def merge(self, first, window, box, big):
         left, top, size = box  # the window's estimates win; the first pass only aimed it
@@ -412,14 +418,56 @@ class DiscTask(Task):
     def flip_back(self, output):
         return output.flip(-1)
 
-    def view_centre(self, output):
+    candidates = 3  # first-pass places the refining pass looks at, at most
+    candidate_floor = 0.1  # the smoothed disc probability a place needs to be one
+
+    def view_centres(self, output):
+        """The first pass's disc (its largest region), then other places where it saw a disc,
+        even a faint one (regions of its smoothed probability): on an unfamiliar camera a bright
+        reflection can outshine the disc in the first pass, while the refining pass, at twice
+        the resolution, tells them apart (``window_score``). No disc anywhere: none."""
+        from scipy import ndimage
+
         from .postprocess import clean_disc
 
-        disc = clean_disc(output.float().argmax(0).cpu().numpy() == 1)
+        prob = output.detach().float().softmax(0)[1].cpu().numpy()
+        size = prob.shape[-1]
+        centres = []
+        disc = clean_disc(prob > 0.5)
+        if disc.any():
+            rows, cols = np.nonzero(disc)
+            centres.append(((cols.mean() + 0.5) / size, (rows.mean() + 0.5) / size))
+        smooth = ndimage.gaussian_filter(prob, sigma=max(1.0, size / 128))
+        apart = 0.15  # of the image: candidates closer than this are one place
+        labels, _ = ndimage.label(smooth >= self.candidate_floor)
+        places = []  # (peak, centre) of each region: the centroid of its upper half, weighted
+        for label, part in enumerate(ndimage.find_objects(labels), 1):
+            region = labels[part] == label
+            values = np.where(region, smooth[part], 0.0)
+            core = np.where(values >= values.max() / 2, values, 0.0)
+            rows, cols = np.nonzero(core)
+            weights = core[rows, cols]
+            places.append((values.max(), ((np.average(cols, weights=weights) + part[1].start + 0.5) / size,
+                                          (np.average(rows, weights=weights) + part[0].start + 0.5) / size)))
+        for _, centre in sorted(places, key=lambda place: -place[0]):
+            if len(centres) < self.candidates and all(math.dist(centre, c) >= apart for c in centres):
+                centres.append(centre)
+        return centres
+
+    def window_score(self, window):
+        """How disc-like the refining pass's find is: its mean disc probability times its
+        roundness (the share of the circle around its centroid, out to its farthest pixel,
+        that it fills: 1 for a disc, low for the crescents that reflections at the rim of
+        the field of view make); 0 where it found none."""
+        from .postprocess import clean_disc
+
+        prob = window.detach().float().softmax(0)[1].cpu().numpy()
+        disc = clean_disc(prob > 0.5)
         if not disc.any():
-            return None  # no disc: nothing to refine, the mask stays empty
+            return 0.0
         rows, cols = np.nonzero(disc)
-        return ((cols.mean() + 0.5) / disc.shape[1], (rows.mean() + 0.5) / disc.shape[0])
+        reach = np.hypot(rows - rows.mean(), cols - cols.mean()).max() + 0.5
+        return float(prob[disc].mean()) * min(1.0, len(rows) / (math.pi * reach**2))
 
     def fallback_centre(self, view):
         """The brightest disc-sized blob inside the field of view: the optic disc is the

@@ -1,6 +1,7 @@
 """The field of view (issue 23): found on real photographs of every data set and on synthetic
 fields cut by the image edge; original pixels -> network input -> original pixels within 1 px
-for points and masks; the disc's first-pass fallback on an image where the first pass misses."""
+for points and masks; the disc's first-pass fallback on an image where the first pass misses,
+and its refining pass choosing the real disc over a brighter reflection."""
 
 from __future__ import annotations
 
@@ -178,6 +179,48 @@ def test_the_disc_fallback_puts_the_refining_window_on_a_disc_the_first_pass_mis
     rows, cols = np.nonzero(mask)
     assert len(rows) and abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
     assert predictor.model.calls == 2  # the first pass and the refining window
+
+
+class FooledOnTheFirstPass(torch.nn.Module):
+    """A disc model that, on the first pass, sees a disc at a bright reflection (the top left
+    of the field of view) and only a faint one on the real disc; on a refining window it
+    segments the white disc surely and the reflection's window weakly."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        bright = (batch.mean(1) > 1.2).float()
+        if self.calls == 1:  # the first pass: (1, 128, 128)
+            glare = torch.zeros_like(bright)
+            glare[:, 20:50, 20:50] = 1.0
+            return torch.stack([torch.zeros_like(bright), glare * 6 + bright * 3 - 4], 1)
+        logits = torch.stack([torch.zeros_like(bright), bright * 8 - 4], 1)
+        weak = ~(bright.flatten(1).any(1))  # a window without the white disc: a doubtful region
+        logits[weak, 1, 30:70, 30:70] = 0.3
+        return logits
+
+
+def test_a_faint_first_pass_disc_wins_over_a_brighter_reflection_in_the_refining_pass(tmp_path):
+    """The refining pass looks at every place the first pass saw a disc, even faintly, and keeps
+    the window it is surest of: a reflection that outshone the disc in the first pass loses."""
+    size, disc = (900, 700), (640, 380, 45)
+    path = tmp_path / "fooled.png"
+    Image.fromarray(fundus(size, (450, 350), 330, disc=disc)).save(path)
+    meta = {"task": "disc", "arch": "test", "input_size": 128, "zoom": 2, "geometry": "fov", "colour": "none"}
+    predictor = Predictor(FooledOnTheFirstPass(), meta, torch.device("cpu"), tta=False)
+    first, big, frame = predictor.views(predictor.read(path))
+    centres = DISC.view_centres(predictor.forward(first[None])[0])
+    u, v = frame.normalised(disc[0], disc[1])
+    assert len(centres) == 2 and centres[0] == pytest.approx((35 / 128, 35 / 128), abs=0.02)  # the reflection first
+    assert centres[1] == pytest.approx((u, v), abs=0.03)
+    predictor.model.calls = 0
+    mask = predictor.predict(path)
+    rows, cols = np.nonzero(mask)
+    assert len(rows) and abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+    assert predictor.model.calls == 2  # one first pass, one batch of both windows
 
 
 def test_an_image_without_a_disc_keeps_an_empty_mask(tmp_path):

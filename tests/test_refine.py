@@ -53,14 +53,14 @@ def test_fovea_merge_maps_the_window_estimate_back():
     window = torch.tensor([0.25, 0.75])  # normalised inside a 64 px window at (32, 16) of 128 px
     merged = FOVEA.merge(torch.tensor([0.9, 0.9]), window, (32, 16, 64), 128)
     assert torch.allclose(merged, torch.tensor([(32 + 16) / 128, (16 + 48) / 128]))
-    assert FOVEA.view_centre(torch.tensor([0.3, 0.6])) == pytest.approx((0.3, 0.6))
+    assert FOVEA.view_centres(torch.tensor([0.3, 0.6])) == [pytest.approx((0.3, 0.6))]
 
 
 def test_disc_merge_keeps_the_window_and_finds_no_centre_without_a_disc():
     first = torch.zeros(2, 32, 32)
     first[1, 8:16, 8:16] = 5.0  # a disc around (12, 12) of 32
     first[1, 28:32, 28:32] = 5.0  # and a false one, outside the window below
-    assert DISC.view_centre(first) == pytest.approx((0.375, 0.375))  # the largest region
+    assert DISC.view_centres(first)[0] == pytest.approx((0.375, 0.375))  # the largest region first
     window = torch.zeros(2, 32, 32)
     window[1, 10:20, 10:20] = 3.0
     merged = DISC.merge(first, window, (4, 8, 32), 64)
@@ -68,8 +68,8 @@ def test_disc_merge_keeps_the_window_and_finds_no_centre_without_a_disc():
     assert torch.equal(merged[:, 8:40, 4:36], window)
     disc = DISC.decode(merged, (64, 64))
     assert disc.sum() == 100 and disc[18:28, 14:24].all()  # only the window's disc survives
-    no_disc = torch.zeros(2, 32, 32) + torch.tensor([1.0, 0.0])[:, None, None]
-    assert DISC.view_centre(no_disc) is None
+    no_disc = torch.zeros(2, 32, 32) + torch.tensor([3.0, 0.0])[:, None, None]  # disc nowhere above 0.05
+    assert DISC.view_centres(no_disc) == [] and DISC.window_score(no_disc) == 0
     assert DISC.merge(first, no_disc, (4, 8, 32), 64) is first  # an empty window removes nothing
 
 
@@ -117,3 +117,15 @@ def test_cli_refuses_zoom_for_classification_and_data_without_ground_truth(tmp_p
                                       "--pretrained", "none"])
     assert unlabelled.exit_code == 1 and "no case has classification ground truth" in unlabelled.output
     assert unlabelled.exception is None or isinstance(unlabelled.exception, SystemExit)
+
+
+def test_the_window_score_prefers_a_round_disc_to_a_crescent_of_equal_confidence():
+    yy, xx = np.mgrid[:64, :64]
+    disc = np.hypot(xx - 32, yy - 32) <= 12
+    crescent = (np.hypot(xx - 32, yy - 32) <= 20) & (np.hypot(xx - 40, yy - 32) > 18)  # a rim reflection's shape
+    scores = []
+    for region in (disc, crescent):
+        logits = torch.zeros(2, 64, 64)
+        logits[1] = torch.from_numpy(np.where(region, 4.0, -4.0)).float()
+        scores.append(DISC.window_score(logits))
+    assert scores[0] > 0.85 and scores[1] < 0.5 * scores[0]  # a digital circle fills about 0.9 of its reach

@@ -144,9 +144,9 @@ def test_decoding_cleans_up_and_upsamples_to_the_original_size():
 
 def test_a_disc_known_by_its_centre_is_a_partial_mask_around_it():
     """IDRiD's disc centres teach the disc model too: disc within half a typical disc radius,
-    background beyond twice it, UNKNOWN (skipped by loss and metric) between."""
+    background beyond 1.4 of it, UNKNOWN (skipped by loss and metric) between."""
     from palm_algos.fov import Frame
-    from palm_algos.tasks import DISC_RADIUS, UNKNOWN, centre_target
+    from palm_algos.tasks import CENTRE_RING, DISC_RADIUS, UNKNOWN, centre_target
 
     frame = Frame(100.0, -200.0, 3400.0, 3400.0, (4288, 2848), fov=True)  # a FOV cut at top and bottom
     centre = (3000.0, 1400.0)
@@ -155,8 +155,8 @@ def test_a_disc_known_by_its_centre_is_a_partial_mask_around_it():
     rows, cols = np.nonzero(target == 1)
     assert frame.original((cols.mean() + 0.5) / 256, (rows.mean() + 0.5) / 256) == pytest.approx(centre, abs=3400 / 256)
     radius = DISC_RADIUS * 256  # in input pixels: the frame is the FOV
-    assert np.sqrt((target == 1).sum() / np.pi) == pytest.approx(radius / 2, rel=0.1)
-    assert np.sqrt(((target == 1) | (target == UNKNOWN)).sum() / np.pi) == pytest.approx(2 * radius, rel=0.1)
+    assert np.sqrt((target == 1).sum() / np.pi) == pytest.approx(CENTRE_RING[0] * radius, rel=0.1)
+    assert np.sqrt(((target == 1) | (target == UNKNOWN)).sum() / np.pi) == pytest.approx(CENTRE_RING[1] * radius, rel=0.1)
     case = Case("IDRiD_001", Path("IDRiD_001.jpg"), (4288, 2848), disc_centre=centre)
     assert TASK.usable(case) and not TASK.scorable(case)
     assert np.array_equal(TASK.target(case, 256, frame), target)

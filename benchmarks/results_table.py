@@ -31,8 +31,9 @@ def recipe(r: dict) -> str:
     ensemble = (f", ensemble of {members} inner-fold models" if members > 1 else
                 f", ensemble of {seeds} seeds" if seeds > 1 else "")
     fov = ", field of view, colours standardised" if c.get("geometry") == "fov" else ""
+    also = f", every fold also learning {' and '.join(map(_source_name, r['also_train']))}" if r.get("also_train") else ""
     return (f"{c['input_size']} px{f', zoom {zoom}' if zoom > 1 else ''}, {c['epochs']} ep, batch {c['batch_size']}"
-            f"{fov}{ensemble}{', flip TTA' if variant.endswith('+tta') else ''}"
+            f"{fov}{also}{ensemble}{', flip TTA' if variant.endswith('+tta') else ''}"
             + (f" ({r['note']})" if r.get("note") else ""))
 
 

@@ -165,19 +165,28 @@ class MissesOnTheFirstPass(torch.nn.Module):
         return torch.stack([1 - bright, bright], 1) * 8 - 4
 
 
-def test_the_disc_fallback_puts_the_refining_window_on_a_disc_the_first_pass_missed(tmp_path):
-    size, disc = (900, 700), (640, 300, 45)
-    path = tmp_path / "missed.png"
-    Image.fromarray(fundus(size, (450, 350), 330, disc=disc)).save(path)
+def disc_model_on_a_photograph(model: torch.nn.Module, path: Path, disc) -> tuple[Predictor, torch.Tensor, Frame]:
+    """A 900x700 synthetic photograph with a white ``disc`` (x, y, r) saved at ``path``; the
+    test ``model`` as a refining disc predictor (128 px, zoom 2), its first-pass view, frame."""
+    Image.fromarray(fundus((900, 700), (450, 350), 330, disc=disc)).save(path)
     meta = {"task": "disc", "arch": "test", "input_size": 128, "zoom": 2, "geometry": "fov", "colour": "none"}
-    predictor = Predictor(MissesOnTheFirstPass(), meta, torch.device("cpu"), tta=False)
-    first, big, frame = predictor.views(predictor.read(path))
+    predictor = Predictor(model, meta, torch.device("cpu"), tta=False)
+    first, _, frame = predictor.views(predictor.read(path))
+    return predictor, first, frame
+
+
+def assert_the_mask_is_on(disc, predictor: Predictor, path: Path) -> None:
+    rows, cols = np.nonzero(predictor.predict(path))
+    assert len(rows) and abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+
+
+def test_the_disc_fallback_puts_the_refining_window_on_a_disc_the_first_pass_missed(tmp_path):
+    disc, path = (640, 300, 45), tmp_path / "missed.png"
+    predictor, first, frame = disc_model_on_a_photograph(MissesOnTheFirstPass(), path, disc)
     centre = DISC.fallback_centre(first)
     u, v = frame.normalised(disc[0], disc[1])
     assert abs(centre[0] - u) < 0.03 and abs(centre[1] - v) < 0.03
-    mask = predictor.predict(path)
-    rows, cols = np.nonzero(mask)
-    assert len(rows) and abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+    assert_the_mask_is_on(disc, predictor, path)
     assert predictor.model.calls == 2  # the first pass and the refining window
 
 
@@ -206,20 +215,14 @@ class FooledOnTheFirstPass(torch.nn.Module):
 def test_a_faint_first_pass_disc_wins_over_a_brighter_reflection_in_the_refining_pass(tmp_path):
     """The refining pass looks at every place the first pass saw a disc, even faintly, and keeps
     the window it is surest of: a reflection that outshone the disc in the first pass loses."""
-    size, disc = (900, 700), (640, 380, 45)
-    path = tmp_path / "fooled.png"
-    Image.fromarray(fundus(size, (450, 350), 330, disc=disc)).save(path)
-    meta = {"task": "disc", "arch": "test", "input_size": 128, "zoom": 2, "geometry": "fov", "colour": "none"}
-    predictor = Predictor(FooledOnTheFirstPass(), meta, torch.device("cpu"), tta=False)
-    first, big, frame = predictor.views(predictor.read(path))
+    disc, path = (640, 380, 45), tmp_path / "fooled.png"
+    predictor, first, frame = disc_model_on_a_photograph(FooledOnTheFirstPass(), path, disc)
     centres = DISC.view_centres(predictor.forward(first[None])[0])
     u, v = frame.normalised(disc[0], disc[1])
     assert len(centres) == 2 and centres[0] == pytest.approx((35 / 128, 35 / 128), abs=0.02)  # the reflection first
     assert centres[1] == pytest.approx((u, v), abs=0.03)
     predictor.model.calls = 0
-    mask = predictor.predict(path)
-    rows, cols = np.nonzero(mask)
-    assert len(rows) and abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+    assert_the_mask_is_on(disc, predictor, path)
     assert predictor.model.calls == 2  # one first pass, one batch of both windows
 
 

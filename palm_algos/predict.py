@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import sys
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,17 +139,19 @@ class Predictor:
                 left, top = view_box(centre, size * self.zoom, size)
                 windows.append(big[i, :, top : top + size, left : left + size])
                 boxes.append((i, left, top))
-        best: dict[int, tuple[float, torch.Tensor | PredictionError, int, int]] = {}
-        if windows:  # each image keeps its surest window (the first of equals)
+        tried: dict[int, list[tuple[torch.Tensor | PredictionError, int, int]]] = defaultdict(list)
+        if windows:
             for (i, left, top), window in zip(boxes, self.forward(torch.stack(windows))):
-                window = self._finite(window, images[i])
-                score = math.inf if isinstance(window, PalmError) else self._task.window_score(window)
-                if i not in best or score > best[i][0]:
-                    best[i] = (score, window, left, top)
-        for i, (_, window, left, top) in best.items():
+                tried[i].append((self._finite(window, images[i]), left, top))
+        for i, found in tried.items():  # an image with several windows keeps its surest (the first of equals)
+            window, left, top = found[0] if len(found) == 1 else max(found, key=lambda f: self._score(f[0]))
             outputs[i] = window if isinstance(window, PalmError) else \
                 self._task.merge(outputs[i], window, (left, top, size), size * self.zoom)
         return outputs
+
+    def _score(self, window: torch.Tensor | PredictionError) -> float:
+        """``window_score``, a broken window's error first (it must reach the user)."""
+        return math.inf if isinstance(window, PalmError) else self._task.window_score(window)
 
     def decode(self, output: torch.Tensor, frame: Frame | tuple[int, int]) -> Any:
         """One raw output -> the prediction in original pixels, the input having shown ``frame``

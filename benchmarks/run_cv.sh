@@ -14,11 +14,12 @@ for t in ${@:-classification disc fovea speed}; do
       runs cv-classification-96px-8ep cv-classification cv-classification-ensemble cv-classification-seeds ;;
     disc)
       runs cv-disc cv-disc-zoom2 cv-disc-zoom2-30ep cv-disc-zoom2-tta cv-disc-zoom2-30ep-rerun cv-disc-seeds \
-           cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-fov-all-sources cv-disc-fov ;;
+           cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-loso-idrid-seeds cv-disc-fov-all-sources cv-disc-fov ;;
     fovea)
       runs cv-fovea-vgg19-fused cv-fovea-vgg19 cv-fovea-resnet50 cv-fovea-vgg19-fused-zoom2 \
            cv-fovea-heatmaps-ensemble cv-fovea-heatmaps cv-fovea-heatmaps-seed1 cv-fovea-heatmaps-zoom2 \
-           cv-fovea-heatmaps-fov cv-fovea-heatmaps-standardise cv-fovea-heatmaps-standardise-seed1 ;;
+           cv-fovea-heatmaps-fov cv-fovea-heatmaps-standardise cv-fovea-heatmaps-standardise-seed1 \
+           cv-fovea-disc-sources cv-fovea-disc-sources-drishti ;;
     speed)
       python benchmarks/predict_speed.py --out docs/results/speed.json ;;
     *) echo "unknown run $t" >&2; exit 2 ;;

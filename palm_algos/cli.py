@@ -121,7 +121,9 @@ def train_command(task, recipe, data_root, dry_run, data_dirs, out, arch, pretra
             click.echo(f"warning: {line}", err=True)
         cases += table.cases
     usable = [c for c in cases if task_.usable(c)]
-    click.echo(f"{len(usable)} of {len(cases)} cases have {task} ground truth", err=True)
+    partial = sum(not task_.scorable(c) for c in usable)
+    click.echo(f"{len(usable)} of {len(cases)} cases have {task} ground truth"
+               + (f" ({partial} of them in part only, never validated on)" if partial else ""), err=True)
     if not usable:
         raise PalmError(f"{', '.join(map(str, data_dirs))}: no case has {task} ground truth to learn from")
     if note := task_.left_out(cases):

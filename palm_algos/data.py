@@ -117,10 +117,12 @@ class ZoomView(v2.Transform):
 
 
 def _target_centre(flat_inputs: list[Any], big: int) -> torch.Tensor | None:
-    """The target's centre as (x, y) in [0, 1]: a key point, or a mask's centroid; None when absent."""
+    """The target's centre as (x, y) in [0, 1]: the first key point, or a mask's centroid; None
+    when absent or unknown."""
     for x in flat_inputs:
         if isinstance(x, tv_tensors.KeyPoints):
-            return (x.as_subclass(torch.Tensor).reshape(-1, 2)[0] + 0.5) / big
+            point = x.as_subclass(torch.Tensor).reshape(-1, 2)[0]
+            return (point + 0.5) / big if point.isfinite().all() else None
         if isinstance(x, tv_tensors.Mask):
             rows, cols = torch.nonzero(x.as_subclass(torch.Tensor) == 1, as_tuple=True)
             return torch.stack([cols.float().mean(), rows.float().mean()]).add(0.5).div(big) if len(rows) else None

@@ -126,6 +126,11 @@ class Task:
     def usable(self, case: Case) -> bool:
         raise NotImplementedError
 
+    def learns_from(self, case: Case, arch: str) -> bool:
+        """Whether a model of ``arch`` learns anything from ``case`` (a usable case may hold only
+        what another architecture's head learns)."""
+        return self.usable(case)
+
     def scorable(self, case: Case) -> bool:
         """Whether ``case`` has the full ground truth that scoring a prediction needs (a
         task may learn from less: the disc from a centre)."""
@@ -250,20 +255,30 @@ class FoveaTask(Task):
     default_geometry, default_colour, default_augment = "squash", "standardise", "classic"
     tta_default = False  # the mirror image made the joint model worse (0.0169 -> 0.0179, docs/RESULTS.md)
 
+    # The joint model's disc head also learns from sources with a disc and no fovea label
+    # (Drishti-GS1's and DRIONS's masks: other cameras); their fovea is unknown (NaN), skipped by
+    # the loss and never validated on.
     def usable(self, case):
-        return case.fovea is not None  # cases marked "no fovea visible" are never learned as a position
+        return case.fovea is not None or case.disc_centre is not None or case.disc_mask is not None
+
+    def scorable(self, case):
+        return case.fovea is not None
+
+    def learns_from(self, case, arch):
+        return self.scorable(case) or (arch == "disc-fovea-heatmaps" and self.usable(case))
 
     def left_out(self, cases):
         absent = sum(c.fovea_absent for c in cases)
-        return f"left out: {absent} case(s) marked 'no fovea visible'" if absent else None
+        return f"no fovea position learned from {absent} case(s) marked 'no fovea visible'" if absent else None
 
     # Positions are pixel indices (pixel centres at integers), as torchvision's keypoint flips
     # assume; the normalised target (x + 0.5 - left) / width is then the same at every input
-    # size. The second point is the disc centre (NaN where the source has none), which only the
-    # joint model learns; the others read the first point alone.
+    # size. The second point is the disc centre, which only the joint model learns; a point the
+    # source does not give is NaN.
     def target(self, case, input_size, frame=None):
         frame = frame or Frame.whole(case.size)
-        points = [case.fovea, case.disc_centre or _mask_centre(case) or (math.nan, math.nan)]
+        unknown = (math.nan, math.nan)
+        points = [case.fovea or unknown, case.disc_centre or _mask_centre(case) or unknown]
         return tv_tensors.KeyPoints([[u * input_size - 0.5 for u in frame.normalised(x, y)] for x, y in points],
                                     canvas_size=(input_size, input_size), dtype=torch.float32)
 
@@ -286,18 +301,20 @@ class FoveaTask(Task):
 
     def loss(self, output, target):
         output, target = output.float(), target.float()
-        loss = euclidean_loss(output[:, :2], target[:, :2])
+        fovea, disc = target[:, :2], target[:, 2:]
+        known = fovea.isfinite().all(1)
+        loss = euclidean_loss(output[known, :2], fovea[known]) if known.any() else output.sum() * 0
         if output.shape[1] == 4:  # the joint model: the disc centre too, where it is known and in view
-            disc = target[:, 2:]
             known = disc.isfinite().all(1) & (disc >= 0).all(1) & (disc <= 1).all(1)
             if known.any():
-                loss = loss + self.disc_weight * euclidean_loss(output[known, 2:], target[known, 2:])
+                loss = loss + self.disc_weight * euclidean_loss(output[known, 2:], disc[known])
         return loss
 
     def metrics(self, outputs, targets):
-        d = torch.linalg.vector_norm(outputs[:, :2].float() - targets[:, :2].float(), dim=1)
-        return {"mean_distance": float(d.mean()), "median_distance": float(d.median()),
-                "loss": float(self.loss(outputs, targets))}
+        known = targets[:, :2].isfinite().all(1)
+        d = torch.linalg.vector_norm(outputs[known, :2].float() - targets[known, :2].float(), dim=1)
+        scores = {"mean_distance": float(d.mean()), "median_distance": float(d.median())} if len(d) else {}
+        return {**scores, "loss": float(self.loss(outputs, targets))}
 
     def decode(self, output, frame):
         return as_frame(frame).original(*output.float().reshape(-1)[:2].tolist())

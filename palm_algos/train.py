@@ -84,8 +84,8 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
           resume: bool = False, progress: bool = True, keep_last: bool = False) -> dict[str, Any]:
     """Train ``task`` and write checkpoints; returns {"best": metrics, "history": [...]}."""
     config = config.resolved(task)
-    train_cases = [c for c in train_cases if task.usable(c)]
-    val_cases = [c for c in val_cases if task.usable(c)]
+    train_cases = [c for c in train_cases if task.learns_from(c, config.arch)]
+    val_cases = [c for c in val_cases if task.scorable(c)]
     if not train_cases:
         raise PalmError(f"no training case has {task.name} ground truth")
     rank, world = distributed.rank_and_world()
@@ -235,12 +235,14 @@ def _strata(task: Task, cases: list[Case]) -> list[int] | None:
 
 
 def holdout_split(task: Task, cases: list[Case], val_fraction: float, seed: int = 0) -> tuple[list[Case], list[Case]]:
-    """Random (for classification, label-stratified) split; fraction 0 keeps everything for training."""
+    """Random (for classification, label-stratified) split of the scorable cases; fraction 0
+    keeps everything for training. Cases a task learns from but cannot score (a disc centre
+    without a mask, a disc without a fovea label) always train."""
     from sklearn.model_selection import train_test_split
 
-    cases = [c for c in cases if task.usable(c)]
+    cases, learn_only = _scorable_and_learn_only(task, cases)
     if val_fraction <= 0:
-        return cases, []
+        return cases + learn_only, []
     held_out = math.ceil(val_fraction * len(cases))
     if held_out >= len(cases):
         raise PalmError(f"{len(cases)} case(s) are too few to hold out {val_fraction:.0%} for validation; "
@@ -248,19 +250,27 @@ def holdout_split(task: Task, cases: list[Case], val_fraction: float, seed: int 
     strata = _strata(task, cases)
     if strata and min(held_out, len(cases) - held_out) < 2:
         strata = None  # too few to keep the label ratio on both sides
-    return train_test_split(cases, test_size=held_out, random_state=seed, stratify=strata)
+    tr, va = train_test_split(cases, test_size=held_out, random_state=seed, stratify=strata)
+    return tr + learn_only, va
 
 
 def kfold_splits(task: Task, cases: list[Case], folds: int, seed: int = 0) -> list[tuple[list[Case], list[Case]]]:
-    """K folds (label-stratified for classification); every usable case is validated once."""
+    """K folds (label-stratified for classification); every scorable case is validated once,
+    and the cases that can only be learned from train in every fold."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    cases = [c for c in cases if task.usable(c)]
+    cases, learn_only = _scorable_and_learn_only(task, cases)
     if not 2 <= folds <= len(cases):
-        raise PalmError(f"--folds {folds}: needs 2 to {len(cases)} (the number of usable cases)")
+        raise PalmError(f"--folds {folds}: needs 2 to {len(cases)} (the number of cases with {task.name} ground "
+                        f"truth to score)")
     strata = _strata(task, cases)
     if strata and min(strata.count(0), strata.count(1)) < folds:
         strata = None  # a label rarer than the folds cannot be spread over them
     splitter = (StratifiedKFold if strata else KFold)(n_splits=folds, shuffle=True, random_state=seed)
-    return [([cases[i] for i in tr], [cases[i] for i in va])
+    return [([cases[i] for i in tr] + learn_only, [cases[i] for i in va])
             for tr, va in splitter.split(cases, strata or [0] * len(cases))]
+
+
+def _scorable_and_learn_only(task: Task, cases: list[Case]) -> tuple[list[Case], list[Case]]:
+    usable = [c for c in cases if task.usable(c)]
+    return [c for c in usable if task.scorable(c)], [c for c in usable if not task.scorable(c)]

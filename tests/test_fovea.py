@@ -18,7 +18,7 @@ from palm_algos.cli import main
 from palm_algos.data import CaseDataset, square_resize
 from palm_algos.models.fovea import soft_argmax
 from palm_algos.tasks import euclidean_loss, get_task
-from palm_algos.train import TrainConfig, train
+from palm_algos.train import TrainConfig, holdout_split, kfold_splits, train
 
 TASK = get_task("fovea")
 
@@ -78,6 +78,42 @@ def test_cases_without_a_visible_fovea_are_never_learned(tmp_path):
               progress=False)
 
 
+def test_the_joint_model_learns_the_disc_of_a_case_without_a_fovea_label(tmp_path):
+    """Drishti-GS1 and DRIONS have disc masks and no fovea: the joint model's disc head learns
+    them (a camera more), the fovea term skips them, and no validation scores them."""
+    seen = spot_image(tmp_path, (120, 90), (80, 40), "seen")
+    seen = replace(seen, disc_centre=(30.0, 45.0))
+    disc_only = replace(spot_image(tmp_path, (120, 90), (40, 50), "disc_only"), fovea=None, disc_centre=(40.0, 50.0))
+    assert TASK.usable(disc_only) and not TASK.scorable(disc_only)
+    assert TASK.learns_from(disc_only, "disc-fovea-heatmaps") and not TASK.learns_from(disc_only, "vgg19-fused")
+
+    target = torch.stack([TASK.to_tensor(TASK.target(c, 64)) for c in (seen, disc_only)])
+    assert target[1, :2].isnan().all() and target[1, 2:].isfinite().all()
+    output = torch.tensor([[0.6, 0.5, 0.3, 0.5], [0.1, 0.9, 0.3, 0.5]], requires_grad=True)
+    loss = TASK.loss(output, target)
+    by_hand = (euclidean_loss(output[:1, :2], target[:1, :2])
+               + TASK.disc_weight * euclidean_loss(output[:, 2:], target[:, 2:]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(by_hand.item())
+    loss.backward()
+    assert output.grad[1, :2].abs().sum() == 0  # the unknown fovea pulls nowhere
+    assert TASK.metrics(output.detach(), target)["mean_distance"] == pytest.approx(
+        float(torch.linalg.vector_norm(output[0, :2] - target[0, :2]).detach()))
+    # a batch of disc-only cases: the fovea term is zero, not NaN
+    assert torch.isfinite(TASK.loss(output[1:], target[1:]))
+
+    # the case trains in every fold and is never held out; a model without a disc head skips it
+    folds = kfold_splits(TASK, [seen, replace(seen, name="b"), replace(seen, name="c"), disc_only], 3)
+    assert all(disc_only in tr and disc_only not in va for tr, va in folds)
+    assert disc_only not in holdout_split(TASK, [seen, replace(seen, name="b"), disc_only], 0.5)[1]
+    config = dict(pretrained="none", input_size=32, epochs=1, batch_size=2)
+    result = train(TASK, [seen, disc_only], [disc_only], TrainConfig(arch="disc-fovea-heatmaps", **config),
+                   tmp_path / "j.pt", progress=False)
+    assert np.isfinite(result["history"][0]["train_loss"]) and "val_mean_distance" not in result["history"][0]
+    assert torch.load(tmp_path / "j.pt", weights_only=True)["meta"]["train_cases"] == 2
+    with pytest.raises(Exception, match="no training case has fovea ground truth"):
+        train(TASK, [disc_only], [], TrainConfig(arch="vgg19-fused", **config), tmp_path / "v.pt", progress=False)
+
+
 def test_cli_reports_left_out_cases(tmp_path):
     from palm_algos.synth import write_palm_example
 
@@ -86,8 +122,9 @@ def test_cli_reports_left_out_cases(tmp_path):
                                        "--pretrained", "none", "--epochs", "1", "--input-size", "32",
                                        "--val-fraction", "0"])
     assert result.exit_code == 0, result.output
-    assert "15 of 16 cases have fovea ground truth" in result.output
-    assert "left out: 1 case(s) marked 'no fovea visible'" in result.output
+    # its disc mask is still ground truth for the joint model's disc head
+    assert "16 of 16 cases have fovea ground truth (1 of them in part only, never validated on)" in result.output
+    assert "no fovea position learned from 1 case(s) marked 'no fovea visible'" in result.output
 
 
 @pytest.mark.parametrize("arch, points", [("vgg19-fused", 1), ("vgg19", 1), ("resnet50", 1), ("disc-fovea-heatmaps", 2)])

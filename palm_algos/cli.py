@@ -131,6 +131,9 @@ def train_command(task, recipe, data_root, dry_run, data_dirs, out, arch, pretra
     config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, geometry=geometry,
                          colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers,
                          augment=augment).resolved(task_)
+    if unlearnable := sum(not task_.learns_from(c, config.arch) for c in usable):
+        click.echo(f"--arch {config.arch} cannot learn from {unlearnable} of them (no {task} position to learn): "
+                   "left out of training", err=True)
     if folds:
         summary = []
         for k, (tr, va) in enumerate(kfold_splits(task_, usable, folds, seed)):

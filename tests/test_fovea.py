@@ -114,17 +114,20 @@ def test_the_joint_model_learns_the_disc_of_a_case_without_a_fovea_label(tmp_pat
         train(TASK, [disc_only], [], TrainConfig(arch="vgg19-fused", **config), tmp_path / "v.pt", progress=False)
 
 
-def test_cli_reports_left_out_cases(tmp_path):
+@pytest.mark.parametrize("arch", ["disc-fovea-heatmaps", "vgg19"])
+def test_cli_reports_left_out_cases(tmp_path, arch):
     from palm_algos.synth import write_palm_example
 
     folder = write_palm_example(tmp_path / "ex", count=16, size=(96, 96), seed=3)  # case 16 has no fovea
     result = CliRunner().invoke(main, ["train", "fovea", "--data", str(folder), "--out", str(tmp_path / "f.pt"),
                                        "--pretrained", "none", "--epochs", "1", "--input-size", "32",
-                                       "--val-fraction", "0"])
+                                       "--val-fraction", "0", "--arch", arch])
     assert result.exit_code == 0, result.output
-    # its disc mask is still ground truth for the joint model's disc head
+    # its disc mask is still ground truth for the joint model's disc head, not for a regressor
     assert "16 of 16 cases have fovea ground truth (1 of them in part only, never validated on)" in result.output
     assert "no fovea position learned from 1 case(s) marked 'no fovea visible'" in result.output
+    unlearnable = "--arch vgg19 cannot learn from 1 of them (no fovea position to learn): left out of training"
+    assert (unlearnable in result.output) == (arch == "vgg19")
 
 
 @pytest.mark.parametrize("arch, points", [("vgg19-fused", 1), ("vgg19", 1), ("resnet50", 1), ("disc-fovea-heatmaps", 2)])

@@ -34,7 +34,7 @@ TRAIN_FINAL_BEFORE = {
         *(f"train classification --data ROOT/palm224/PALM-Training400 --input-size 112 --epochs 14 --batch-size 16 "
           f"--out OUT-seed{s}.pt --pretrained none --seed {s} --val-fraction 0" for s in range(3)),
         "ensemble --out OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
-    "fovea": ["train fovea --data ROOT/idrid --out OUT.pt --pretrained none --arch disc-fovea-heatmaps --input-size 192 "
+    "fovea": ["train fovea --data ROOT/idrid --data ROOT/drions-sample --out OUT.pt --pretrained none --arch disc-fovea-heatmaps --input-size 192 "
               "--epochs 50 --batch-size 8 --val-fraction 0 --geometry squash --colour standardise --augment classic"],
     "disc": [
         *(f"train disc --data ROOT/drishti-gs1/Training --data ROOT/drions-sample --data ROOT/idrid --geometry fov "

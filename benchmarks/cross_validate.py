@@ -74,9 +74,7 @@ def disc_centre_errors(predictor: Predictor, cases) -> dict:
 
     found, truth, sizes = [], [], []
     for case in cases:
-        first, big, frame = predictor.views(predictor.read(case.image), case.image)
-        output = predictor.outputs(first[None], None if big is None else big[None], [case.image])[0]
-        found.append(frame.original(*output.reshape(-1)[2:4].tolist()))
+        found.append(predictor.predict_with_disc(case.image)[1])
         truth.append(_mask_centre(case))
         sizes.append(case.size)
     norm = metrics.normalised_fovea_distances(found, truth, sizes)

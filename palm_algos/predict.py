@@ -31,7 +31,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data import model_views, normalise, view_box
 from .errors import PalmError
 from .formats import CSV_NAMES, TASKS
-from .fov import Frame
+from .fov import Frame, as_frame
 from .imageio import image_size, read_image
 from .models.ensemble import Ensemble, FlipTTA
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, get_task
@@ -102,14 +102,23 @@ class Predictor:
         ``predict``'s ``photo``: an overlay can then reuse it instead of decoding again."""
         return read_image(image, min_side=self.input_size * self.zoom)
 
-    def predict(self, image: Path, photo: tuple[Any, tuple[int, int]] | None = None) -> Any:
+    def predict(self, image: Path, photo: tuple[Any, tuple[int, int]] | None = None,
+                disc: tuple[float, float] | None = None) -> Any:
         """One image (or ``photo``, what ``read`` made of it) -> prediction in original pixels:
-        the batch of one of ``outputs`` and ``decode``."""
+        the batch of one of ``outputs`` and ``decode``. ``disc``: another model's disc centre
+        (original pixels), which the disc's refining pass heeds."""
+        return self.predict_with_disc(image, photo, disc)[0]
+
+    def predict_with_disc(self, image: Path, photo: tuple[Any, tuple[int, int]] | None = None,
+                          disc: tuple[float, float] | None = None) -> tuple[Any, tuple[float, float] | None]:
+        """``predict``, and where this model puts the optic disc (``disc_centre``, original
+        pixels, or None): one grand-challenge job of palm-all hands it on to the disc model, as
+        ``predict_tasks`` does."""
         first, big, frame = self.views(photo or self.read(image), image)
-        output = self.outputs(first[None], None if big is None else big[None], [image])[0]
+        output = self.outputs(first[None], None if big is None else big[None], [image], [_in_view(disc, frame)])[0]
         if isinstance(output, PalmError):
             raise output
-        return self.decode(output, frame)
+        return self.decode(output, frame), self.disc_centre(output, frame)
 
     def views(self, photo: tuple[Any, tuple[int, int]], image: Path | None = None
               ) -> tuple[torch.Tensor, torch.Tensor | None, Frame]:
@@ -122,10 +131,12 @@ class Predictor:
         return views
 
     @torch.inference_mode()
-    def outputs(self, first: torch.Tensor, big: torch.Tensor | None, images: list[Path]) -> list[Any]:
+    def outputs(self, first: torch.Tensor, big: torch.Tensor | None, images: list[Path],
+                discs: list[tuple[float, float] | None] | None = None) -> list[Any]:
         """A batch of ``model_views`` -> each image's raw output (the refining pass merged in
         where the model has one), or its PredictionError: one image's broken output is its
-        own failure, not the batch's."""
+        own failure, not the batch's. ``discs``: per image, another model's disc centre in
+        [0, 1] of this model's input, or None; the refining pass heeds it (``Task.heed``)."""
         size = self.input_size
         outputs = [self._finite(output, image) for output, image in zip(self.forward(first), images)]
         if big is None:
@@ -134,7 +145,10 @@ class Predictor:
         for i, output in enumerate(outputs):
             if isinstance(output, PalmError):
                 continue
-            centres = self._task.view_centres(output) or [self._task.fallback_centre(first[i])]
+            centres = self._task.view_centres(output)
+            if discs and discs[i] is not None:
+                centres = self._task.heed(centres, discs[i])
+            centres = centres or [self._task.fallback_centre(first[i])]
             for centre in filter(None, centres):
                 left, top = view_box(centre, size * self.zoom, size)
                 windows.append(big[i, :, top : top + size, left : left + size])
@@ -148,6 +162,12 @@ class Predictor:
             outputs[i] = window if isinstance(window, PalmError) else \
                 self._task.merge(outputs[i], window, (left, top, size), size * self.zoom)
         return outputs
+
+    def disc_centre(self, output: Any, frame: Frame | tuple[int, int]) -> tuple[float, float] | None:
+        """Where this model's raw ``output`` (its input having shown ``frame``) puts the optic
+        disc, in original pixels: the joint fovea model's second opinion for the disc model."""
+        centre = None if isinstance(output, PalmError) else self._task.disc_centre(output)
+        return None if centre is None else as_frame(frame).original(*centre)
 
     def _score(self, window: torch.Tensor | PredictionError) -> float:
         """``window_score``, a broken window's error first (it must reach the user)."""
@@ -415,16 +435,25 @@ class _Finisher:
             self._take()
 
 
-def _outputs(predictor: Predictor, first: torch.Tensor, big: torch.Tensor | None, paths: list[Path]) -> list[Any]:
+def _outputs(predictor: Predictor, first: torch.Tensor, big: torch.Tensor | None, paths: list[Path],
+             discs: list[tuple[float, float] | None]) -> list[Any]:
     """``predictor.outputs``; where a batch fails as a whole, its images one by one, so an
     image that breaks the network (or a step after it) costs only itself."""
     try:
-        return predictor.outputs(first, big, paths)
+        return predictor.outputs(first, big, paths, discs)
     except Exception as exc:  # noqa: BLE001
         if len(paths) == 1:
             return [PredictionError(unexpected(paths[0], exc))]
     return [out for i in range(len(paths))
-            for out in _outputs(predictor, first[i : i + 1], None if big is None else big[i : i + 1], paths[i : i + 1])]
+            for out in _outputs(predictor, first[i : i + 1], None if big is None else big[i : i + 1], paths[i : i + 1],
+                                discs[i : i + 1])]
+
+
+def _in_view(point: tuple[float, float] | None, frame: Frame) -> tuple[float, float] | None:
+    """An original-pixel ``point`` in [0, 1] of the input that showed ``frame``; None outside it."""
+    if point is None or not as_frame(frame).in_view(*point):
+        return None
+    return as_frame(frame).normalised(*point)
 
 
 def _already_done(task: str, output_dir: Path) -> tuple[dict[str, list[str]], set[str]]:
@@ -473,7 +502,8 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
                   overlays: OverlayWriter | None = None, batch_size: int = BATCH_SIZE, workers: int | None = None,
                   decode: str = "cpu", png: bool = False, resume: bool = False) -> dict[str, FolderRun]:
     """PALM batch mode for every predictor at once: each image under ``input_dir`` is decoded
-    once (at the largest size any model needs) and fed to every model; the PALM files are
+    once (at the largest size any model needs) and fed to every model, in order (a model with a
+    disc head, the joint fovea model, before the disc model, which heeds it); the PALM files are
     written as results come (CSV rows to ``<CSV>.partial``, replaced by the whole CSV at the
     end), and, given ``overlays``, each prediction is handed to it for the pictures.
 
@@ -524,6 +554,7 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
     bar = tqdm(total=total, desc="+".join(tasks), unit="img", disable=not progress, file=sys.stderr)
     try:
         for batch in image_batches(predictors, todo, batch_size, workers, decode, keep_photo=overlays is not None):
+            discs = {}  # image index -> the disc centre a model found (original pixels), for the models after it
             for p, (predictor, finisher) in enumerate(zip(predictors, finishers)):
                 mine = [k for k, read in enumerate(batch.decoded) if p in read.tasks]
                 if mine:
@@ -531,7 +562,10 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
                     if len(mine) < len(batch.decoded):
                         first, big = first[mine], None if big is None else big[mine]
                     reads = [batch.decoded[k] for k in mine]
-                    for read, output in zip(reads, _outputs(predictor, first, big, [r.path for r in reads])):
+                    heard = [_in_view(discs.get(read.index), read.frames[p]) for read in reads]
+                    for read, output in zip(reads, _outputs(predictor, first, big, [r.path for r in reads], heard)):
+                        if (centre := predictor.disc_centre(output, read.frames[p])) is not None:
+                            discs[read.index] = centre
                         finisher.add(read, output)
                 for read in batch.failed:
                     if p in read.tasks:

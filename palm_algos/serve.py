@@ -174,18 +174,21 @@ def gc_output_path(task: str, output_dir: Path, slug: str) -> Path:
     return Path(output_dir) / gc_output_file(task, slug)
 
 
-def run_gc(predictor: Any, input_dir: Path, output_dir: Path, input_slug: str, output_slug: str) -> tuple[Path, Any]:
-    """One grand-challenge job: predict the input image and write the output socket's file."""
+def run_gc(predictor: Any, input_dir: Path, output_dir: Path, input_slug: str, output_slug: str,
+           disc: tuple[float, float] | None = None) -> tuple[Path, Any, tuple[float, float] | None]:
+    """One grand-challenge job: predict the input image and write the output socket's file;
+    (that file, the prediction, where the model put the optic disc). ``disc``: where an earlier
+    model of the job put it (``Predictor.predict_with_disc``)."""
     image = gc_input_image(input_dir, input_slug)
     try:
-        value = predictor.predict(image)
+        value, disc = predictor.predict_with_disc(image, disc=disc)
     except PalmError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line for the job's log, as in batch mode
         raise ServeError(f"{image}: unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     target = gc_output_path(predictor.task, output_dir, output_slug)
     OUTPUTS[predictor.task].gc(value, image, target, output_slug)
-    return target, value
+    return target, value, disc
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -300,13 +303,14 @@ def run(task: str, args: argparse.Namespace, load, log: _Log) -> int:
 def run_gc_job(task: str, args: argparse.Namespace, checkpoints: dict[str, Path], load, log: _Log) -> int:
     """One grand-challenge job: each task predicts the one input image and writes its socket;
     palm-all goes on past a task that fails (exit status 1)."""
-    failed = []
+    failed, disc = [], None  # disc: the joint fovea model's disc centre, which the disc model heeds
     for each, checkpoint in checkpoints.items():
         tagged = (lambda line: f"{each}: {line}") if task == ALL else (lambda line: line)
         try:
             predictor = load(each, checkpoint)
             log.say(predictor.describe() if hasattr(predictor, "describe") else tagged(f"model {checkpoint}"))
-            target, value = run_gc(predictor, args.input, args.output, args.input_slug, args.slugs[each])
+            target, value, found = run_gc(predictor, args.input, args.output, args.input_slug, args.slugs[each], disc)
+            disc = found or disc
             log.say(tagged(f"{OUTPUTS[each].describe(value)}; wrote {target} {log.elapsed()}"))
             del predictor
         except PalmError as exc:

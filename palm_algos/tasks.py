@@ -183,6 +183,16 @@ class Task:
         look on the first-pass input ``view`` ((3, S, S) uint8), or None (nowhere)."""
         return None
 
+    def disc_centre(self, output: torch.Tensor) -> tuple[float, float] | None:
+        """Where this model's raw ``output`` puts the optic disc, (x, y) in [0, 1] of its input,
+        or None: another model's second opinion (``heed``) where both run on an image."""
+        return None
+
+    def heed(self, centres: list[tuple[float, float]], disc: tuple[float, float]) -> list[tuple[float, float]]:
+        """``view_centres`` given another model's ``disc_centre`` ``disc`` ((x, y) in [0, 1] of
+        this model's input): only the disc task listens (``DiscTask.heed``)."""
+        return centres
+
     def window_score(self, window: torch.Tensor) -> float:
         """How sure the refining pass is of what it found in one window's output (the
         highest-scoring window of an image is kept; the first of equals)."""
@@ -321,6 +331,10 @@ class FoveaTask(Task):
 
     def view_centres(self, output):
         return [tuple(output.float().reshape(-1)[:2].tolist())]
+
+    def disc_centre(self, output):
+        points = output.float().reshape(-1)
+        return tuple(points[2:4].tolist()) if len(points) == 4 else None  # the joint model's disc head
 
     def merge(self, first, window, box, big):
         left, top, size = box  # the window's estimates win; the first pass only aimed it
@@ -472,6 +486,14 @@ class DiscTask(Task):
             if len(centres) < self.candidates and all(math.dist(centre, c) >= apart for c in centres):
                 centres.append(centre)
         return centres
+
+    def heed(self, centres, disc):
+        """The first pass's places within a disc diameter of the joint fovea model's disc centre
+        ``disc``, or that centre itself where none is: its heat map reads the whole photograph's
+        anatomy (where the vessels meet, where the fovea lies), so a reflection that the first
+        pass took for a disc no longer wins the refining window."""
+        near = [centre for centre in centres if math.dist(centre, disc) <= 2 * DISC_RADIUS]
+        return near or [disc]
 
     def window_score(self, window):
         """How disc-like the refining pass's find is: its mean disc probability times its

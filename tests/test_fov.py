@@ -226,6 +226,83 @@ def test_a_faint_first_pass_disc_wins_over_a_brighter_reflection_in_the_refining
     assert predictor.model.calls == 2  # one first pass, one batch of both windows
 
 
+class SurerOfAReflection(torch.nn.Module):
+    """On the first pass, as ``FooledOnTheFirstPass``; on a refining window, surer of the
+    reflection's (a sure find) than of the real disc's (a faint one): the window score alone
+    picks the reflection, as all three members of the disc ensemble did on DRIONS image_110."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = FooledOnTheFirstPass()
+
+    def forward(self, batch):
+        if self.first.calls == 0:
+            return self.first(batch)
+        bright = (batch.mean(1) > 1.2).float()
+        disc = bright * 4.2 - 4  # the disc: a probability of 0.55
+        glare = torch.full_like(disc, -4.0)
+        glare[:, 30:70, 30:70] = 4.0  # no disc in the window: the reflection, surely
+        found = bright.flatten(1).any(1)[:, None, None]
+        return torch.stack([torch.zeros_like(disc), torch.where(found, disc, glare)], 1)
+
+
+class JointFoveaModel(torch.nn.Module):
+    """A joint disc + fovea model that finds the fovea and the disc where ``points`` says:
+    (fovea x, fovea y, disc x, disc y) in [0, 1] of the whole image."""
+
+    def __init__(self, points):
+        super().__init__()
+        self.points = torch.tensor(points, dtype=torch.float32)
+
+    def forward(self, batch):
+        return self.points.expand(len(batch), 4)
+
+
+@pytest.mark.parametrize("heard", [True, False])
+def test_the_disc_window_heeds_the_fovea_models_disc_centre_when_both_run(tmp_path, heard):
+    """In one run of both models (palm-all), the disc's refining pass looks only where the
+    joint fovea model puts the disc: a reflection the disc model is surer of loses. Alone, the
+    disc model keeps its surest window (the reflection)."""
+    from palm_algos.predict import predict_tasks
+
+    disc = (640, 380, 45)
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    disc_model, _, _ = disc_model_on_a_photograph(SurerOfAReflection(), folder / "glare.png", disc)
+    fovea = JointFoveaModel([0.3, 0.5, (disc[0] + 0.5) / 900, (disc[1] + 0.5) / 700])
+    fovea_model = Predictor(fovea, {"task": "fovea", "arch": "test", "input_size": 64, "geometry": "squash",
+                                    "colour": "none"}, torch.device("cpu"), tta=False)
+    runs = predict_tasks([fovea_model, disc_model] if heard else [disc_model], folder, out, progress=False, workers=0)
+    assert runs["disc"].predicted == 1
+    mask = np.asarray(Image.open(out / "Disc_Segmentation" / "glare.bmp")) == 0
+    rows, cols = np.nonzero(mask)
+    on_disc = abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+    assert on_disc == heard
+
+
+def test_one_image_heeds_the_disc_centre_it_is_given(tmp_path):
+    """``Predictor.predict`` (a grand-challenge job) heeds a disc centre as the batch does."""
+    disc, path = (640, 380, 45), tmp_path / "glare.png"
+    predictor, _, _ = disc_model_on_a_photograph(SurerOfAReflection(), path, disc)
+    rows, cols = np.nonzero(predictor.predict(path, disc=(disc[0] + 8, disc[1] - 6)))
+    assert abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+    predictor.model.first.calls = 0  # its next call is a first pass again
+    rows, cols = np.nonzero(predictor.predict(path))  # alone: the reflection (top left)
+    assert cols.mean() < disc[0] - 100 and rows.mean() < disc[1] - 100
+
+
+def test_a_disc_opinion_far_from_every_first_pass_place_is_the_refining_window():
+    """The first pass's places near the other model's disc are kept (its own centre is the
+    more exact); where none is near, the opinion itself is where the window goes."""
+    glare, faint = (0.27, 0.27), (0.7, 0.55)
+    assert DISC.heed([glare, faint], (0.71, 0.56)) == [faint]
+    assert DISC.heed([glare], (0.71, 0.56)) == [(0.71, 0.56)]
+    assert DISC.heed([], (0.71, 0.56)) == [(0.71, 0.56)]
+    assert FOVEA.heed([glare], (0.71, 0.56)) == [glare]  # only the disc listens
+    assert FOVEA.disc_centre(torch.tensor([0.1, 0.2, 0.7, 0.6])) == pytest.approx((0.7, 0.6))
+    assert FOVEA.disc_centre(torch.tensor([0.1, 0.2])) is None  # a fovea regressor has no disc head
+
+
 def test_an_image_without_a_disc_keeps_an_empty_mask(tmp_path):
     path = tmp_path / "nodisc.png"
     Image.fromarray(fundus((900, 700), (450, 350), 330)).save(path)

@@ -30,11 +30,17 @@ class FakePredictor:
     def read(self, image: Path):
         return read_image(image)  # a broken file raises ImageError, as the real one does
 
-    def predict(self, image: Path, photo=None):
-        rgb, size = photo or self.read(image)
-        return self.decode(self.outputs(None, None, [image])[0], size)
+    def predict(self, image: Path, photo=None, disc=None):
+        return self.predict_with_disc(image, photo, disc)[0]
 
-    def outputs(self, first, big, images: list[Path]) -> list[Path]:
+    def predict_with_disc(self, image: Path, photo=None, disc=None):
+        rgb, size = photo or self.read(image)
+        return self.decode(self.outputs(None, None, [image])[0], size), None
+
+    def disc_centre(self, output, frame):
+        return None
+
+    def outputs(self, first, big, images: list[Path], discs=None) -> list[Path]:
         """A batch's raw outputs: here the images' paths, which ``decode`` answers from."""
         if any(Path(image).stem == "crash" for image in images):
             raise ValueError("shape mismatch deep inside the model")

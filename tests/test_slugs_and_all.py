@@ -189,6 +189,31 @@ def test_all_gc_job_writes_every_output_under_its_slug(tmp_path, monkeypatch):
     assert json.loads((out / "fovea-location.json").read_text())["name"] == "fovea-location"
 
 
+def test_all_gc_job_hands_the_fovea_models_disc_centre_to_the_disc_model(tmp_path):
+    """As in batch mode, the disc model of a palm-all job heeds where the joint fovea model put
+    the disc (``Predictor.predict_with_disc``); the classification is told nothing."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    gc_input(inp)
+    real, heard = fake_loader(), {}
+
+    def load(task, checkpoint):
+        predictor = real(task, checkpoint)
+        answer = predictor.predict_with_disc
+
+        def predict_with_disc(image, photo=None, disc=None):
+            heard[task] = disc
+            value, _ = answer(image, photo, disc)
+            return value, (12.0, 7.5) if task == "fovea" else None
+
+        predictor.predict_with_disc = predict_with_disc
+        return predictor
+
+    code = serve.main(serve.ALL, ["--input", str(inp), "--output", str(out), "--model", str(all_models(tmp_path / "m"))],
+                      load=load)
+    assert code == 0
+    assert heard == {"classification": None, "fovea": None, "disc": (12.0, 7.5)}
+
+
 def test_all_gc_one_task_failing_keeps_the_others(tmp_path, capsys):
     inp, out = tmp_path / "in", tmp_path / "out"
     gc_input(inp)

@@ -147,7 +147,11 @@ class Predictor:
                 continue
             centres = self._task.view_centres(output)
             if discs and discs[i] is not None:
-                centres = self._task.heed(centres, discs[i])
+                heeded = self._task.heed(centres, discs[i])
+                if left := sum(centre not in heeded for centre in centres):  # here palm-all and palm-disc may differ
+                    log.warning("%s: disc: the refining pass looks only near the fovea model's disc centre "
+                                "(%d of the first pass's %d places left out)", images[i], left, len(centres))
+                centres = heeded
             centres = centres or [self._task.fallback_centre(first[i])]
             for centre in filter(None, centres):
                 left, top = view_box(centre, size * self.zoom, size)

@@ -259,10 +259,11 @@ class JointFoveaModel(torch.nn.Module):
 
 
 @pytest.mark.parametrize("heard", [True, False])
-def test_the_disc_window_heeds_the_fovea_models_disc_centre_when_both_run(tmp_path, heard):
+def test_the_disc_window_heeds_the_fovea_models_disc_centre_when_both_run(tmp_path, caplog, heard):
     """In one run of both models (palm-all), the disc's refining pass looks only where the
-    joint fovea model puts the disc: a reflection the disc model is surer of loses. Alone, the
-    disc model keeps its surest window (the reflection)."""
+    joint fovea model puts the disc: a reflection the disc model is surer of loses, and the log
+    names the image (where palm-all's disc may differ from palm-disc's). Alone, the disc model
+    keeps its surest window (the reflection)."""
     from palm_algos.predict import predict_tasks
 
     disc = (640, 380, 45)
@@ -278,6 +279,9 @@ def test_the_disc_window_heeds_the_fovea_models_disc_centre_when_both_run(tmp_pa
     rows, cols = np.nonzero(mask)
     on_disc = abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
     assert on_disc == heard
+    told = [r.getMessage() for r in caplog.records if "fovea model's disc centre" in r.getMessage()]
+    assert told == ([f"{folder / 'glare.png'}: disc: the refining pass looks only near the fovea model's disc centre "
+                     "(1 of the first pass's 2 places left out)"] if heard else [])
 
 
 def test_one_image_heeds_the_disc_centre_it_is_given(tmp_path):

@@ -61,8 +61,6 @@ class Predictor:
         self.tta = self._task.tta_default if tta is None else tta
         if self.tta:
             model = FlipTTA(model, self._task.average, self._task.flip_back)
-        if device.type == "cuda":  # convolutions run faster on NHWC tensors with cuDNN
-            model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
         self.checkpoint: Path | None = None  # the file it was loaded from (Predictor.load)
 

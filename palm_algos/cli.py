@@ -186,6 +186,9 @@ def _train_recipe(ctx: click.Context, name: str, data_root: Path | None, dry_run
 @click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Folder for the PALM files.")
 @click.option("--model", "checkpoints", multiple=True, type=click.Path(path_type=Path),
               help="Checkpoint, one model or an ensemble; one per TASK, in the same order (default: models/<task>.pt).")
+@click.option("--guide", type=click.Path(path_type=Path),
+              help="disc without fovea: a joint disc + fovea model (the final fovea model) whose disc centre guides "
+                   "the disc's refining window, as when both TASKs run (default: none; with fovea, its own model guides).")
 @click.option("--tta/--no-tta", default=None,
               help="Average the prediction on the image and its mirror image (default: on where it pays; see docs/RESULTS.md).")
 @click.option("--overlays", is_flag=True,
@@ -206,7 +209,7 @@ def _train_recipe(ctx: click.Context, name: str, data_root: Path | None, dry_run
               help="Continue a stopped run in the same --output: images whose rows or masks are already there are "
                    "not predicted again.")
 @user_errors
-def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays, batch_size, workers, decode, device,
+def predict_command(tasks, input_dir, output_dir, checkpoints, guide, tta, overlays, batch_size, workers, decode, device,
                     png, resume):
     """Predict each TASK (classification, fovea, disc; one or more) for every image in --input
     and write the PALM submission files. Each image is decoded once for all TASKs.
@@ -221,17 +224,26 @@ def predict_command(tasks, input_dir, output_dir, checkpoints, tta, overlays, ba
     """
     if checkpoints and len(checkpoints) != len(tasks):
         raise click.BadParameter(f"give one --model per task ({len(tasks)}), or none", param_hint="--model")
+    if guide and ("disc" not in tasks or "fovea" in tasks):
+        raise click.BadParameter("guides the disc where fovea does not run (with fovea, its own model guides)",
+                                 param_hint="--guide")
     from .predict import Predictor, predict_batch
 
     models = dict(zip(tasks, checkpoints or [Path("models") / f"{task}.pt" for task in tasks]))
     rank = distributed.rank_and_world()[0]
     say = (lambda line: click.echo(one_line(line), err=True)) if rank == 0 else (lambda line: None)
+
+    def load(task: str, path: Path) -> Predictor:
+        predictor = Predictor.load(path, task=task, tta=tta, device=device)
+        if guide and task == "disc":
+            predictor.guided_by(Predictor.load(guide, task="fovea", device=device))
+        return predictor
+
     try:
         device = str(distributed.join(device))
-        batch = predict_batch(models, input_dir, output_dir,
-                              lambda task, path: Predictor.load(path, task=task, tta=tta, device=device),
-                              say=say, warn=say, overlays=overlays, progress=rank == 0, batch_size=batch_size,
-                              workers=workers, decode=decode, png=png, resume=resume)
+        batch = predict_batch(models, input_dir, output_dir, load, say=say, warn=say, overlays=overlays,
+                              progress=rank == 0, batch_size=batch_size, workers=workers, decode=decode, png=png,
+                              resume=resume)
     finally:
         distributed.leave()
     for task, run in batch.runs.items():

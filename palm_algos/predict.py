@@ -11,6 +11,7 @@ PALM files. ``predict_batch`` is the batch routine of `palm predict` and the con
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -63,6 +64,7 @@ class Predictor:
             model = FlipTTA(model, self._task.average, self._task.flip_back)
         self.model = model.eval()
         self.checkpoint: Path | None = None  # the file it was loaded from (Predictor.load)
+        self.guide: Predictor | None = None  # the disc's second opinion where no other model gives one (guided_by)
 
     @classmethod
     def load(cls, checkpoint: Path, task: str | None = None, device: str | None = None,
@@ -88,12 +90,27 @@ class Predictor:
         predictor.checkpoint = Path(checkpoint)
         return predictor
 
+    def guided_by(self, guide: "Predictor") -> "Predictor":
+        """This disc model with ``guide``, a joint disc + fovea heat-map model, as its refining
+        pass's second opinion (``Task.heed``) wherever no other model of the run gives one:
+        palm-disc and `palm predict disc --guide` then find the disc as palm-all does, where
+        the fovea model runs first."""
+        if self.task != "disc":
+            raise PalmError(f"{self.checkpoint}: only a disc model takes a guide ({self.task} model)")
+        joint = get_task("fovea").joint_arch
+        if guide.task != "fovea" or guide.meta["arch"] != joint:
+            raise PalmError(f"{guide.checkpoint}: not a joint disc + fovea model ({guide.task}, {guide.meta['arch']}): "
+                            f"it has no disc centre to guide the disc (train one with --arch {joint})")
+        self.guide = guide
+        return self
+
     def describe(self) -> str:
-        """The start-of-run log line: model, architecture, members, input, device and TTA."""
+        """The start-of-run log line: model, architecture, members, input, device, TTA and guide."""
         members = int(self.meta.get("members", 0)) or 1
         zoom = f", refining pass x{self.zoom}" if self.zoom > 1 else ""
+        guide = f"; its refining window guided by the disc centre of {self.guide.checkpoint}" if self.guide else ""
         return (f"{self.task}: model {self.checkpoint}: {self.meta['arch']}, {members} member{'s' * (members > 1)}, "
-                f"{self.input_size} px{zoom}, on {self.device}, flip TTA {'on' if self.tta else 'off'}")
+                f"{self.input_size} px{zoom}, on {self.device}, flip TTA {'on' if self.tta else 'off'}{guide}")
 
     def read(self, image: Path) -> tuple[Any, tuple[int, int]]:
         """The image as this model reads it (RGB at a reduced scale, original size), for
@@ -111,7 +128,12 @@ class Predictor:
                           disc: tuple[float, float] | None = None) -> tuple[Any, tuple[float, float] | None]:
         """``predict``, and where this model puts the optic disc (``disc_centre``, original
         pixels, or None): one grand-challenge job of palm-all hands it on to the disc model, as
-        ``predict_tasks`` does."""
+        ``predict_tasks`` does. Without ``disc``, the ``guide`` (if any) reads the image and
+        gives it, as the fovea model of palm-all would (where the guide fails, the disc model
+        works alone, as in batch mode)."""
+        if disc is None and self.guide is not None:
+            with contextlib.suppress(PalmError):
+                disc = self.guide.predict_with_disc(image)[1]
         first, big, frame = self.views(photo or self.read(image), image)
         output = self.outputs(first[None], None if big is None else big[None], [image], [_in_view(disc, frame)])[0]
         if isinstance(output, PalmError):
@@ -505,7 +527,8 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
                   decode: str = "cpu", png: bool = False, resume: bool = False) -> dict[str, FolderRun]:
     """PALM batch mode for every predictor at once: each image under ``input_dir`` is decoded
     once (at the largest size any model needs) and fed to every model, in order (a model with a
-    disc head, the joint fovea model, before the disc model, which heeds it); the PALM files are
+    disc head, the joint fovea model, before the disc model, which heeds it; without the fovea
+    task, the disc model's ``guide`` runs first for that alone); the PALM files are
     written as results come (CSV rows to ``<CSV>.partial``, replaced by the whole CSV at the
     end), and, given ``overlays``, each prediction is handed to it for the pictures.
 
@@ -519,6 +542,9 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
     rank 0 writes the CSVs of all; every rank returns the whole run.
     """
     input_dir, output_dir = check_input_folder(input_dir), Path(output_dir)
+    tasks = [p.task for p in predictors]
+    guides = [p.guide for p in predictors if p.guide is not None and p.guide.task not in tasks]  # run first, unwritten
+    runners = guides + predictors  # by position: each image's views and frames, ``_Read.tasks``
     skipped: list[str] = []
     images, failures = list_images(input_dir, skipped=skipped, exclude=own_folders(input_dir, output_dir))
     if not images:
@@ -526,7 +552,6 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
         raise PalmError(f"{input_dir}: no images found{detail}")
     prepare_output(output_dir)
     rank, world = distributed.rank_and_world()
-    tasks = [p.task for p in predictors]
     earlier = {task: _already_done(task, output_dir) if resume else ({}, set()) for task in tasks}
     names = {path.name for path in images}
     resumed = {task: {name: row for name, row in earlier[task][0].items() if name in names} for task in tasks}
@@ -542,22 +567,22 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
             elif task in CSV_NAMES and (problem := csv_name_problem(path.name)):
                 problems[task].append((index, f"{path}: {problem}"))
             else:
-                need.append(p)
+                need.append(len(guides) + p)
         if need:
-            todo.append((index, path, tuple(need)))
+            todo.append((index, path, tuple(range(len(guides))) + tuple(need)))
     total = sum(1 for k in range(len(images)) if any(  # the whole run's images to decode (progress, all ranks)
         not (images[k].name in resumed[t] or images[k].stem in masks_done[t]) for t in tasks))
     if decode == "gpu" and not gpu_decoding(predictors[0].device, _stderr if rank == 0 else _silent):
         decode = "cpu"
     rows = {t: RowLog(t, output_dir, rank, world, fresh=not resume) for t in tasks if OUTPUTS[t].row}
     finishers = [_Finisher(p, output_dir, overlays, limit=2 * batch_size + 4, rows=rows.get(p.task), png=png,
-                           run_tasks=tasks)
+                           run_tasks=[r.task for r in runners])
                  for p in predictors]
     bar = tqdm(total=total, desc="+".join(tasks), unit="img", disable=not progress, file=sys.stderr)
     try:
-        for batch in image_batches(predictors, todo, batch_size, workers, decode, keep_photo=overlays is not None):
+        for batch in image_batches(runners, todo, batch_size, workers, decode, keep_photo=overlays is not None):
             discs = {}  # image index -> the disc centre a model found (original pixels), for the models after it
-            for p, (predictor, finisher) in enumerate(zip(predictors, finishers)):
+            for p, (predictor, finisher) in enumerate(zip(runners, [None] * len(guides) + finishers)):
                 mine = [k for k, read in enumerate(batch.decoded) if p in read.tasks]
                 if mine:
                     first, big = batch.views[p]
@@ -568,9 +593,10 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
                     for read, output in zip(reads, _outputs(predictor, first, big, [r.path for r in reads], heard)):
                         if (centre := predictor.disc_centre(output, read.frames[p])) is not None:
                             discs[read.index] = centre
-                        finisher.add(read, output)
+                        if finisher:
+                            finisher.add(read, output)
                 for read in batch.failed:
-                    if p in read.tasks:
+                    if p in read.tasks and finisher:
                         finisher.add(read, PalmError(read.problem))
             bar.update(min(world * (len(batch.decoded) + len(batch.failed)), total - bar.n))  # rank 0 stands for all
         for finisher in finishers:

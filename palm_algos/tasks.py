@@ -263,6 +263,7 @@ class FoveaTask(Task):
     archs = {"vgg19-fused": models.vgg19_fused, "vgg19": models.vgg19_regressor,
              "resnet50": models.resnet50_regressor, "disc-fovea-heatmaps": models.disc_fovea_heatmaps}
     disc_weight = 0.5  # share of the disc centre's distance in the joint model's loss
+    joint_arch = "disc-fovea-heatmaps"  # the one with a disc head: it can guide the disc model
     # the measured recipe (final-fovea): the whole image, colours standardised, the classic
     # augmentation; the field of view and the camera augmentation underfit IDRiD (docs/RESULTS.md)
     default_geometry, default_colour, default_augment = "squash", "standardise", "classic"
@@ -278,7 +279,7 @@ class FoveaTask(Task):
         return case.fovea is not None
 
     def learns_from(self, case, arch):
-        return self.scorable(case) or (arch == "disc-fovea-heatmaps" and self.usable(case))
+        return self.scorable(case) or (arch == self.joint_arch and self.usable(case))
 
     def left_out(self, cases):
         absent = sum(c.fovea_absent for c in cases)

@@ -220,6 +220,31 @@ def test_one_decode_feeds_every_model_as_separate_runs_do(models, images, tmp_pa
     assert_same_outputs(tmp_path / "apart", tmp_path / "together", tasks)
 
 
+def test_the_disc_guided_by_the_fovea_model_writes_the_discs_of_both_tasks_run_together(models, images, tmp_path):
+    """`palm predict disc --guide FOVEA.pt` (palm-disc's way) finds the disc as `palm predict
+    fovea disc` does and writes only the disc masks; a guide where fovea runs is refused."""
+    common = ["--input", str(images), "--tta", "--batch-size", "4", "--workers", "0"]
+    together = CliRunner().invoke(main, ["predict", "fovea", "disc", *common, "--output", str(tmp_path / "together"),
+                                         "--model", str(models["fovea"]), "--model", str(models["disc"])])
+    assert together.exit_code == 0, together.output
+    guided = CliRunner().invoke(main, ["predict", "disc", *common, "--output", str(tmp_path / "guided"),
+                                       "--model", str(models["disc"]), "--guide", str(models["fovea"])])
+    assert guided.exit_code == 0, guided.output
+    assert f"its refining window guided by the disc centre of {models['fovea']}" in guided.output
+    assert sorted(p.name for p in (tmp_path / "guided").iterdir()) == [DISC_FOLDER]
+    assert_same_outputs(tmp_path / "together", tmp_path / "guided", ["disc"])
+    refused = CliRunner().invoke(main, ["predict", "fovea", "disc", *common, "--output", str(tmp_path / "no"),
+                                        "--guide", str(models["fovea"])])
+    assert refused.exit_code == 2 and "--guide" in refused.output and not (tmp_path / "no").exists()
+    regressor = checkpoint(tmp_path / "regressor.pt", "fovea", "resnet50", 32)  # no disc head: nothing to guide with
+    refused = CliRunner().invoke(main, ["predict", "disc", *common, "--output", str(tmp_path / "no"),
+                                        "--model", str(models["disc"]), "--guide", str(regressor)])
+    assert refused.exit_code == 1 and refused.output.strip().splitlines()[-1] == (
+        f"Error: {regressor}: not a joint disc + fovea model (fovea, resnet50): it has no disc centre to guide the "
+        "disc (train one with --arch disc-fovea-heatmaps)")
+    assert not list((tmp_path / "no").glob("**/*.*"))
+
+
 def test_decode_gpu_without_cuda_says_so_and_decodes_on_the_cpu(models, images, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA is present: the GPU decoder runs (tests/test_gpu.py)")

@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from palm_algos.checkpoint import load_checkpoint
 from palm_algos.formats import CSV_NAMES, TASKS
+from palm_algos.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = os.environ.get("PALM_TAG", "latest")
@@ -90,6 +92,16 @@ def all_model(work, models) -> Path:
     folder = work / "all-model"
     folder.mkdir(exist_ok=True)
     for task in TASKS:
+        shutil.copy2(models[task] / f"{task}.pt", folder / f"{task}.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def disc_model(work, models) -> Path:
+    """palm-disc's model folder as ./build.sh build bakes it: disc.pt and fovea.pt, its guide."""
+    folder = work / "disc-model"
+    folder.mkdir(exist_ok=True)
+    for task in ("disc", "fovea"):
         shutil.copy2(models[task] / f"{task}.pt", folder / f"{task}.pt")
     return folder
 
@@ -162,15 +174,15 @@ def gc_input(work) -> dict:
 
 
 @pytest.fixture(scope="module")
-def batch_runs(work, batch_input, models, all_model) -> dict:
-    return {t: run(t, batch_input["dir"], work / "batch-output" / t, models[t] if t != "all" else all_model)
-            for t in ALGOS}
+def batch_runs(work, batch_input, models, all_model, disc_model) -> dict:
+    folders = {**models, "all": all_model, "disc": disc_model}
+    return {t: run(t, batch_input["dir"], work / "batch-output" / t, folders[t]) for t in ALGOS}
 
 
 @pytest.fixture(scope="module")
-def gc_runs(work, gc_input, models, all_model) -> dict:
-    return {t: run(t, gc_input["dir"], work / "gc-output" / t, models[t] if t != "all" else all_model)
-            for t in ALGOS}
+def gc_runs(work, gc_input, models, all_model, disc_model) -> dict:
+    folders = {**models, "all": all_model, "disc": disc_model}
+    return {t: run(t, gc_input["dir"], work / "gc-output" / t, folders[t]) for t in ALGOS}
 
 
 # -- image conventions -----------------------------------------------------------------------------
@@ -355,9 +367,9 @@ def test_evaluation_scores_the_algorithm_jobs(work, models):
 # -- palm-all: the three tasks in one image ----------------------------------------------------------
 
 
-def test_all_batch_writes_every_palm_file(batch_runs, work, batch_input):
+def test_all_batch_writes_every_palm_file(batch_runs, work, batch_input, models):
     """Batch mode: the three PALM results in one run, the same as the per-task images wrote
-    (the disc: except where it heeded the fovea model, which the log names)."""
+    (palm-disc's refining window guided by the same fovea model as palm-all's)."""
     result = batch_runs["all"]
     n = len(batch_input["sizes"])
     assert result.returncode == 1, result.stderr[-2000:]  # the broken image, once per task
@@ -383,23 +395,16 @@ def test_all_batch_writes_every_palm_file(batch_runs, work, batch_input):
         assert math.dist((float(x), float(y)), tuple(map(float, together[name]))) <= 0.005 * longer, (name, alone[name], together[name])
     masks = sorted(p.name for p in (out / "Disc_Segmentation").glob("*.bmp"))
     assert masks == sorted(p.name for p in (work / "batch-output" / "disc" / "Disc_Segmentation").glob("*.bmp"))
-    heeded = heeded_images(result.stderr)  # the disc heeded the fovea model there: it may differ from palm-disc's
-    for name in masks:
-        if Path(name).stem not in heeded:
-            assert (np.asarray(Image.open(out / "Disc_Segmentation" / name))
-                    == np.asarray(Image.open(work / "batch-output" / "disc" / "Disc_Segmentation" / name))).all()
-
-
-def heeded_images(stderr: str) -> set[str]:
-    """The images (stems) whose disc window followed the fovea model's disc centre, as palm-all
-    logs them (``Predictor.outputs``): only there may its disc differ from palm-disc's."""
-    return {Path(line.split(": disc: ")[0]).stem for line in stderr.splitlines()
-            if ": disc: the refining pass looks only near the fovea model's disc centre" in line}
+    if load_checkpoint(models["fovea"] / "fovea.pt")["meta"]["arch"] == get_task("fovea").joint_arch:
+        assert "guided by the disc centre of /opt/ml/model/fovea.pt" in batch_runs["disc"].stdout, batch_runs["disc"].stdout
+    for name in masks:  # palm-disc's guide is palm-all's fovea model: the same windows, the same discs
+        assert (np.asarray(Image.open(out / "Disc_Segmentation" / name))
+                == np.asarray(Image.open(work / "batch-output" / "disc" / "Disc_Segmentation" / name))).all(), name
 
 
 def test_all_gc_job_writes_the_three_outputs(gc_runs, work):
     """grand-challenge mode: one job, the Float, the Point and the Segmentation, each as the
-    per-task image wrote it (the disc: unless it heeded the fovea model, which the log says)."""
+    per-task image wrote it (palm-disc guided by the same fovea model as palm-all)."""
     import SimpleITK as sitk
 
     result = gc_runs["all"]
@@ -410,9 +415,8 @@ def test_all_gc_job_writes_the_three_outputs(gc_runs, work):
     for name, task in (("pathologic-myopia-likelihood.json", "classification"), ("fovea.json", "fovea")):
         assert json.loads((out / name).read_text()) == json.loads((work / "gc-output" / task / name).read_text())
     mask = "images/optic-disc-segmentation/output.mha"
-    if not heeded_images(result.stderr):  # else the disc followed the fovea model (see heeded_images)
-        assert (sitk.GetArrayFromImage(sitk.ReadImage(str(out / mask)))
-                == sitk.GetArrayFromImage(sitk.ReadImage(str(work / "gc-output" / "disc" / mask)))).all()
+    assert (sitk.GetArrayFromImage(sitk.ReadImage(str(out / mask)))
+            == sitk.GetArrayFromImage(sitk.ReadImage(str(work / "gc-output" / "disc" / mask)))).all()
 
 
 # -- a phase with other slugs: build-time slugs -> outputs -> evaluation by kind ----------------------

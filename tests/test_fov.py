@@ -15,6 +15,7 @@ from PIL import Image
 
 from palm_algos.cases import Case, read_cases
 from palm_algos.data import model_views, prepare_image
+from palm_algos.errors import PalmError
 from palm_algos.fov import Frame, crop, find_fov, frame_for, paste, standardise
 from palm_algos.imageio import read_image
 from palm_algos.predict import Predictor
@@ -258,23 +259,34 @@ class JointFoveaModel(torch.nn.Module):
         return self.points.expand(len(batch), 4)
 
 
-@pytest.mark.parametrize("heard", [True, False])
-def test_the_disc_window_heeds_the_fovea_models_disc_centre_when_both_run(tmp_path, caplog, heard):
+def joint_fovea_predictor(disc: tuple[int, int, int], size=(900, 700)) -> Predictor:
+    """A joint disc + fovea model's predictor that puts the disc at ``disc`` of a ``size`` photograph."""
+    fovea = JointFoveaModel([0.3, 0.5, (disc[0] + 0.5) / size[0], (disc[1] + 0.5) / size[1]])
+    return Predictor(fovea, {"task": "fovea", "arch": FOVEA.joint_arch, "input_size": 64, "geometry": "squash",
+                             "colour": "none"}, torch.device("cpu"), tta=False)
+
+
+@pytest.mark.parametrize("how", ["together", "guided", "alone"])
+def test_the_disc_window_heeds_the_fovea_models_disc_centre_when_both_run(tmp_path, caplog, how):
     """In one run of both models (palm-all), the disc's refining pass looks only where the
     joint fovea model puts the disc: a reflection the disc model is surer of loses, and the log
-    names the image (where palm-all's disc may differ from palm-disc's). Alone, the disc model
-    keeps its surest window (the reflection)."""
+    names the image. The disc model with that model as its guide (palm-disc, `palm predict disc
+    --guide`) does the same, writing no fovea file. Alone, it keeps its surest window (the
+    reflection)."""
     from palm_algos.predict import predict_tasks
 
     disc = (640, 380, 45)
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     disc_model, _, _ = disc_model_on_a_photograph(SurerOfAReflection(), folder / "glare.png", disc)
-    fovea = JointFoveaModel([0.3, 0.5, (disc[0] + 0.5) / 900, (disc[1] + 0.5) / 700])
-    fovea_model = Predictor(fovea, {"task": "fovea", "arch": "test", "input_size": 64, "geometry": "squash",
-                                    "colour": "none"}, torch.device("cpu"), tta=False)
-    runs = predict_tasks([fovea_model, disc_model] if heard else [disc_model], folder, out, progress=False, workers=0)
-    assert runs["disc"].predicted == 1
+    fovea_model = joint_fovea_predictor(disc)
+    predictors = {"together": [fovea_model, disc_model], "guided": [disc_model], "alone": [disc_model]}[how]
+    if how == "guided":
+        disc_model.guided_by(fovea_model)
+    runs = predict_tasks(predictors, folder, out, progress=False, workers=0)
+    heard = how != "alone"
+    assert runs["disc"].predicted == 1 and list(runs) == [p.task for p in predictors]
+    assert (out / "Fovea_Localization_Results.csv").exists() == (how == "together")
     mask = np.asarray(Image.open(out / "Disc_Segmentation" / "glare.bmp")) == 0
     rows, cols = np.nonzero(mask)
     on_disc = abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
@@ -293,6 +305,27 @@ def test_one_image_heeds_the_disc_centre_it_is_given(tmp_path):
     predictor.model.first.calls = 0  # its next call is a first pass again
     rows, cols = np.nonzero(predictor.predict(path))  # alone: the reflection (top left)
     assert cols.mean() < disc[0] - 100 and rows.mean() < disc[1] - 100
+    predictor.model.first.calls = 0
+    rows, cols = np.nonzero(predictor.guided_by(joint_fovea_predictor(disc)).predict(path))  # its guide tells it
+    assert abs(cols.mean() - disc[0]) < 3 and abs(rows.mean() - disc[1]) < 3
+    predictor.model.first.calls = 0
+    broken = joint_fovea_predictor((math.nan, math.nan, 0))  # its output is not finite: it says nothing
+    rows, cols = np.nonzero(predictor.guided_by(broken).predict(path))  # alone again: the reflection
+    assert cols.mean() < disc[0] - 100 and rows.mean() < disc[1] - 100
+
+
+def test_only_a_joint_fovea_model_guides_only_a_disc_model(tmp_path):
+    """A fovea regressor has no disc centre to give, and only the disc model takes a guide:
+    each refused with one line naming the checkpoint."""
+    disc_model, _, _ = disc_model_on_a_photograph(SurerOfAReflection(), tmp_path / "glare.png", (640, 380, 45))
+    regressor = joint_fovea_predictor((640, 380, 45))
+    regressor.meta = {**regressor.meta, "arch": "vgg19-fused"}
+    regressor.checkpoint = Path("fovea-vgg19.pt")
+    with pytest.raises(PalmError, match=r"fovea-vgg19.pt: not a joint disc \+ fovea model .*--arch disc-fovea-heatmaps"):
+        disc_model.guided_by(regressor)
+    with pytest.raises(PalmError, match="only a disc model takes a guide"):
+        joint_fovea_predictor((640, 380, 45)).guided_by(joint_fovea_predictor((640, 380, 45)))
+    assert disc_model.guide is None
 
 
 def test_a_disc_opinion_far_from_every_first_pass_place_is_the_refining_window():

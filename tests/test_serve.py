@@ -22,6 +22,7 @@ class FakePredictor:
 
     input_size, zoom = 32, 1
     device = torch.device("cpu")
+    guide = None
 
     def __init__(self, task: str):
         self.task = task
@@ -29,6 +30,12 @@ class FakePredictor:
 
     def read(self, image: Path):
         return read_image(image)  # a broken file raises ImageError, as the real one does
+
+    def guided_by(self, guide):
+        if guide.meta["arch"] != "disc-fovea-heatmaps":
+            raise serve.PalmError(f"{guide.meta.get('path', 'fovea.pt')}: not a joint disc + fovea model")
+        self.guide = guide
+        return self
 
     def predict(self, image: Path, photo=None, disc=None):
         return self.predict_with_disc(image, photo, disc)[0]
@@ -442,3 +449,37 @@ def test_grand_challenge_mode_never_writes_overlays(tmp_path, model):
     gc_input(inp)
     assert run("classification", inp, out, model, "--overlays") == 0
     assert not (out / "overlays").exists()
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_palm_disc_takes_the_fovea_model_beside_its_checkpoint_as_its_guide(tmp_path, batch, capsys, joint):
+    """palm-disc's model folder as ./build.sh build bakes it (disc.pt and fovea.pt): the disc
+    model is guided by the joint fovea model, which writes nothing of its own; a fovea model
+    that cannot guide is one warning, and the disc model works alone."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("disc.pt", "fovea.pt"):
+        (folder / name).write_bytes(b"")
+    loaded = []
+
+    def load(task, checkpoint):
+        predictor = FakePredictor(task)
+        predictor.meta = {**predictor.meta, "arch": "disc-fovea-heatmaps" if joint else "vgg19-fused", "path": checkpoint}
+        loaded.append(predictor)
+        return predictor
+
+    out = tmp_path / "out"
+    assert serve.main("disc", ["--input", str(batch), "--output", str(out), "--model", str(folder)], load=load) == 0
+    assert [(p.task, p.meta["path"]) for p in loaded] == [("disc", folder / "disc.pt"), ("fovea", folder / "fovea.pt")]
+    assert loaded[0].guide is (loaded[1] if joint else None)
+    assert sorted(p.name for p in out.iterdir()) == ["Disc_Segmentation"]
+    warned = f"{folder / 'fovea.pt'}: not a joint disc + fovea model; the disc model places its refining window alone"
+    assert (warned in capsys.readouterr().err) == (not joint)
+
+
+def test_only_palm_disc_looks_for_a_guide(tmp_path):
+    """The guide is the fovea.pt beside the disc checkpoint, not the checkpoint itself."""
+    (tmp_path / "fovea.pt").write_bytes(b"")
+    assert serve.guide_beside(tmp_path / "disc.pt") == tmp_path / "fovea.pt"
+    assert serve.guide_beside(tmp_path / "fovea.pt") is None
+    assert serve.guide_beside(tmp_path / "other" / "disc.pt") is None

@@ -14,10 +14,13 @@ cmd_export() {
         mv "$EXPORT/palm-$name$suffix.tar.gz.tmp" "$EXPORT/palm-$name$suffix.tar.gz"
         say "export/palm-$name$suffix.tar.gz: $(du -h "$EXPORT/palm-$name$suffix.tar.gz" | cut -f1) in $(( $(date +%s) - t0 )) s"
     done
+    local files
     for task in "${TASKS[@]}"; do
         if [ -f "models/$task.pt" ]; then
-            tar -C models -czf "$EXPORT/$task-model.tar.gz" "$task.pt"
-            say "export/$task-model.tar.gz (upload as the algorithm's model; extracted to /opt/ml/model)"
+            files=("$task.pt")  # palm-disc's also its guide, the fovea model (palm_algos/serve.py guide_beside)
+            [ "$task" != disc ] || [ ! -f models/fovea.pt ] || files+=(fovea.pt)
+            tar -C models -czf "$EXPORT/$task-model.tar.gz" "${files[@]}"
+            say "export/$task-model.tar.gz: ${files[*]} (upload as the algorithm's model; extracted to /opt/ml/model)"
         else
             say "no models/$task.pt: no $task-model.tar.gz (train one: palm train $task ...)"
         fi

@@ -13,6 +13,16 @@ models must come from trainings that left the tested sources out, e.g.
     python benchmarks/second_opinion.py --disc-model runs/heed/disc.pt \\
         --fovea-model runs/heed/fovea.pt --test ../shared/data/drions-sample \\
         --out docs/results/second-opinion.json
+
+and the other way round (docs/results/second-opinion-drishti.json: Drishti-GS1 left out; the
+fovea model is final-fovea's, which learns IDRiD and DRIONS's discs):
+
+    palm train disc --data ../shared/data/drions-sample --data ../shared/data/idrid \\
+        --pretrained none --input-size 256 --zoom 2 --epochs 15 --batch-size 8 --val-fraction 0 \\
+        --out runs/heed2/disc-unseen-drishti.pt
+    python benchmarks/second_opinion.py --disc-model runs/heed2/disc-unseen-drishti.pt \\
+        --fovea-model models/fovea.pt --test ../shared/data/drishti-gs1/Training \\
+        --out docs/results/second-opinion-drishti.json
 """
 
 from __future__ import annotations

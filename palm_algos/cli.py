@@ -224,10 +224,13 @@ def predict_command(tasks, input_dir, output_dir, checkpoints, guide, tta, overl
     """
     if checkpoints and len(checkpoints) != len(tasks):
         raise click.BadParameter(f"give one --model per task ({len(tasks)}), or none", param_hint="--model")
-    if guide and ("disc" not in tasks or "fovea" in tasks):
+    from .predict import Predictor, predict_batch
+    from .tasks import get_task
+
+    guided = [task for task in tasks if get_task(task).guide_task not in (None, *tasks)]  # what --guide aims
+    if guide and not guided:
         raise click.BadParameter("guides the disc where fovea does not run (with fovea, its own model guides)",
                                  param_hint="--guide")
-    from .predict import Predictor, predict_batch
 
     models = dict(zip(tasks, checkpoints or [Path("models") / f"{task}.pt" for task in tasks]))
     rank = distributed.rank_and_world()[0]
@@ -235,8 +238,8 @@ def predict_command(tasks, input_dir, output_dir, checkpoints, guide, tta, overl
 
     def load(task: str, path: Path) -> Predictor:
         predictor = Predictor.load(path, task=task, tta=tta, device=device)
-        if guide and task == "disc":
-            predictor.guided_by(Predictor.load(guide, task="fovea", device=device))
+        if guide and task in guided:
+            predictor.guided_by(Predictor.load(guide, task=get_task(task).guide_task, device=device))
         return predictor
 
     try:

@@ -95,12 +95,14 @@ class Predictor:
         pass's second opinion (``Task.heed``) wherever no other model of the run gives one:
         palm-disc and `palm predict disc --guide` then find the disc as palm-all does, where
         the fovea model runs first."""
-        if self.task != "disc":
-            raise PalmError(f"{self.checkpoint}: only a disc model takes a guide ({self.task} model)")
-        joint = get_task("fovea").joint_arch
-        if guide.task != "fovea" or guide.meta["arch"] != joint:
-            raise PalmError(f"{guide.checkpoint}: not a joint disc + fovea model ({guide.task}, {guide.meta['arch']}): "
-                            f"it has no disc centre to guide the disc (train one with --arch {joint})")
+        guide_task = self._task.guide_task
+        if guide_task is None:
+            raise PalmError(f"{self.checkpoint}: a {self.task} model takes no guide")
+        joint = get_task(guide_task).joint_arch
+        if guide.task != guide_task or guide.meta["arch"] != joint:
+            raise PalmError(f"{guide.checkpoint}: not a joint disc + {guide_task} model ({guide.task}, "
+                            f"{guide.meta['arch']}): it has no disc centre to guide the {self.task} (train a "
+                            f"{guide_task} model with --arch {joint})")
         self.guide = guide
         return self
 

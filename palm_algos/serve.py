@@ -255,26 +255,33 @@ def load_predictor(task: str, checkpoint: Path):
     return Predictor.load(checkpoint, task=task)
 
 
-def guide_beside(checkpoint: Path) -> Path | None:
-    """palm-disc's second opinion: ``fovea.pt`` in its disc checkpoint's folder (the joint disc
-    + fovea model that ./build.sh build bakes in beside disc.pt, or one uploaded with it), whose
-    disc centre guides the refining window as in palm-all (``Predictor.guided_by``); else None."""
-    guide = Path(checkpoint).parent / "fovea.pt"
-    return guide if guide.is_file() and guide != Path(checkpoint) else None
+def guide_beside(task: str, checkpoint: Path) -> Path | None:
+    """A one-task image's second opinion, where its task takes a guide (``Task.guide_task``):
+    ``<guide task>.pt`` in its checkpoint's folder. palm-disc's is fovea.pt, the joint disc +
+    fovea model that ./build.sh build bakes in beside disc.pt (or one uploaded with it), whose
+    disc centre aims the refining window as in palm-all (``Predictor.guided_by``). Else None."""
+    from .tasks import get_task
+
+    guide_task = get_task(task).guide_task
+    guide = Path(checkpoint).parent / f"{guide_task}.pt"
+    return guide if guide_task and guide.is_file() and guide != Path(checkpoint) else None
 
 
 def guided(load, guide: Path, warn):
-    """``load`` for palm-disc with a ``guide_beside`` its checkpoint. A guide that cannot guide
-    (no disc head, unreadable) is only ``warn``-ed of: the disc model then works alone."""
-    def load_disc(task: str, checkpoint: Path):
+    """``load`` with the model ``guide`` (``guide_beside``) as the guide of the task it aims. A
+    guide that cannot guide (no disc head, unreadable) is only ``warn``-ed of: the model then
+    works alone."""
+    from .tasks import get_task
+
+    def load_guided(task: str, checkpoint: Path):
         predictor = load(task, checkpoint)
         try:
-            return predictor.guided_by(load("fovea", guide))
+            return predictor.guided_by(load(get_task(task).guide_task, guide))
         except PalmError as exc:
-            warn(f"{exc}; the disc model places its refining window alone")
+            warn(f"{exc}; the {task} model places its refining window alone")
             return predictor
 
-    return load_disc
+    return load_guided
 
 
 class _Log:
@@ -319,7 +326,7 @@ def run(task: str, args: argparse.Namespace, load, log: _Log) -> int:
         check_slugs(args.input_slug, args.slugs)
     prepare_output(args.output)  # before the model and the images: nothing computed is lost
     checkpoints = {each: find_checkpoint(each, args.model, named=task == ALL) for each in task_list(task)}  # all found first
-    if task == "disc" and (guide := guide_beside(checkpoints[task])):
+    if task != ALL and (guide := guide_beside(task, checkpoints[task])):
         load = guided(load, guide, log.warn)
     return (run_gc_job if mode == "grand-challenge" else run_batch)(task, args, checkpoints, load, log)
 

@@ -116,6 +116,11 @@ class Task:
     # record both, and checkpoints made before them read as "squash" and "none".
     default_geometry: str = "squash"
     default_colour: str = "none"
+    # The task whose model's disc centre aims this one's refining pass (``heed``): where both
+    # run, or as its guide where it runs alone (``Predictor.guided_by``); and this task's
+    # architecture that has such a disc head, if any.
+    guide_task: str | None = None
+    joint_arch: str | None = None
 
     def build_model(self, arch: str, pretrained: str | None) -> nn.Module:
         """The network of ``arch``, its weights in the channels-last layout: oneDNN's and
@@ -263,7 +268,7 @@ class FoveaTask(Task):
     archs = {"vgg19-fused": models.vgg19_fused, "vgg19": models.vgg19_regressor,
              "resnet50": models.resnet50_regressor, "disc-fovea-heatmaps": models.disc_fovea_heatmaps}
     disc_weight = 0.5  # share of the disc centre's distance in the joint model's loss
-    joint_arch = "disc-fovea-heatmaps"  # the one with a disc head: it can guide the disc model
+    joint_arch = "disc-fovea-heatmaps"  # disc and fovea heat maps: its disc centre guides the disc model
     # the measured recipe (final-fovea): the whole image, colours standardised, the classic
     # augmentation; the field of view and the camera augmentation underfit IDRiD (docs/RESULTS.md)
     default_geometry, default_colour, default_augment = "squash", "standardise", "classic"
@@ -385,6 +390,7 @@ class DiscTask(Task):
     archs = {"resnet34-aspp-unet": models.resnet34_aspp_unet}
     refines = True
     default_geometry, default_colour = "fov", "standardise"
+    guide_task = FoveaTask.name  # the joint model reads the whole photograph's anatomy: a reflection does not fool it
 
     def usable(self, case):
         return case.disc_mask is not None or case.disc_centre is not None  # a centre: IDRiD's markups

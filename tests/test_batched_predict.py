@@ -241,7 +241,7 @@ def test_the_disc_guided_by_the_fovea_model_writes_the_discs_of_both_tasks_run_t
                                         "--model", str(models["disc"]), "--guide", str(regressor)])
     assert refused.exit_code == 1 and refused.output.strip().splitlines()[-1] == (
         f"Error: {regressor}: not a joint disc + fovea model (fovea, resnet50): it has no disc centre to guide the "
-        "disc (train one with --arch disc-fovea-heatmaps)")
+        "disc (train a fovea model with --arch disc-fovea-heatmaps)")
     assert not list((tmp_path / "no").glob("**/*.*"))
 
 

@@ -323,7 +323,7 @@ def test_only_a_joint_fovea_model_guides_only_a_disc_model(tmp_path):
     regressor.checkpoint = Path("fovea-vgg19.pt")
     with pytest.raises(PalmError, match=r"fovea-vgg19.pt: not a joint disc \+ fovea model .*--arch disc-fovea-heatmaps"):
         disc_model.guided_by(regressor)
-    with pytest.raises(PalmError, match="only a disc model takes a guide"):
+    with pytest.raises(PalmError, match="a fovea model takes no guide"):
         joint_fovea_predictor((640, 380, 45)).guided_by(joint_fovea_predictor((640, 380, 45)))
     assert disc_model.guide is None
 

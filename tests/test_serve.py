@@ -478,8 +478,11 @@ def test_palm_disc_takes_the_fovea_model_beside_its_checkpoint_as_its_guide(tmp_
 
 
 def test_only_palm_disc_looks_for_a_guide(tmp_path):
-    """The guide is the fovea.pt beside the disc checkpoint, not the checkpoint itself."""
+    """The guide is the fovea.pt beside the disc checkpoint, not the checkpoint itself; the
+    other tasks take none."""
     (tmp_path / "fovea.pt").write_bytes(b"")
-    assert serve.guide_beside(tmp_path / "disc.pt") == tmp_path / "fovea.pt"
-    assert serve.guide_beside(tmp_path / "fovea.pt") is None
-    assert serve.guide_beside(tmp_path / "other" / "disc.pt") is None
+    assert serve.guide_beside("disc", tmp_path / "disc.pt") == tmp_path / "fovea.pt"
+    assert serve.guide_beside("disc", tmp_path / "fovea.pt") is None
+    assert serve.guide_beside("disc", tmp_path / "other" / "disc.pt") is None
+    assert serve.guide_beside("classification", tmp_path / "classification.pt") is None
+    assert serve.guide_beside("fovea", tmp_path / "mine.pt") is None

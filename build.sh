@@ -11,6 +11,7 @@ ROOT=$PWD
 TAG=${PALM_TAG:-latest}
 TASKS=(classification fovea disc)
 ALGOS=("${TASKS[@]}" all)            # algorithm images: one per task, and palm-all (every task in one)
+declare -A GUIDE=([disc]=fovea)      # Task.guide_task: the model baked and exported beside a task's own
 SLUG_ARGS=(PALM_INPUT_SLUG)        # build arguments of the algorithm images: the input slug, PALM_<TASK>_SLUG each
 for task in "${TASKS[@]}"; do SLUG_ARGS+=("PALM_${task^^}_SLUG"); done
 # The phase the end-to-end slug test imitates: palm-all built with these slugs, scored by kind.

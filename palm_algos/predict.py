@@ -570,8 +570,9 @@ def predict_tasks(predictors: list[Predictor], input_dir: Path, output_dir: Path
                 problems[task].append((index, f"{path}: {problem}"))
             else:
                 need.append(len(guides) + p)
-        if need:
-            todo.append((index, path, tuple(range(len(guides))) + tuple(need)))
+        if need:  # a guide runs where a model it guides does
+            aims = [g for g, guide in enumerate(guides) if any(runners[p].guide is guide for p in need)]
+            todo.append((index, path, tuple(aims + need)))
     total = sum(1 for k in range(len(images)) if any(  # the whole run's images to decode (progress, all ranks)
         not (images[k].name in resumed[t] or images[k].stem in masks_done[t]) for t in tasks))
     if decode == "gpu" and not gpu_decoding(predictors[0].device, _stderr if rank == 0 else _silent):

@@ -263,8 +263,10 @@ def guide_beside(task: str, checkpoint: Path) -> Path | None:
     from .tasks import get_task
 
     guide_task = get_task(task).guide_task
+    if guide_task is None:
+        return None
     guide = Path(checkpoint).parent / f"{guide_task}.pt"
-    return guide if guide_task and guide.is_file() and guide != Path(checkpoint) else None
+    return guide if guide.is_file() and guide != Path(checkpoint) else None
 
 
 def guided(load, guide: Path, warn):

@@ -103,6 +103,15 @@ def test_build_sh_tasks_are_the_tasks():
     assert line and tuple(line.group(1).split()) == formats.TASKS
 
 
+def test_build_sh_guides_are_the_tasks_guides():
+    """build.sh bakes and exports each task's guide beside its model (GUIDE) as serve finds it."""
+    from palm_algos.tasks import get_task
+
+    line = re.search(r"^declare -A GUIDE=\(([^)]*)\)", (ROOT / "build.sh").read_text(), re.MULTILINE)
+    pairs = dict(re.findall(r"\[(\w+)\]=(\w+)", line.group(1))) if line else None
+    assert pairs == {task: get_task(task).guide_task for task in formats.TASKS if get_task(task).guide_task}
+
+
 def test_every_task_has_one_format_record():
     assert tuple(formats.FORMATS) == tuple(writers.OUTPUTS) == formats.TASKS
     assert all(f.task == task for task, f in formats.FORMATS.items())

@@ -17,8 +17,8 @@ cmd_export() {
     local files
     for task in "${TASKS[@]}"; do
         if [ -f "models/$task.pt" ]; then
-            files=("$task.pt")  # palm-disc's also its guide, the fovea model (palm_algos/serve.py guide_beside)
-            [ "$task" != disc ] || [ ! -f models/fovea.pt ] || files+=(fovea.pt)
+            files=("$task.pt")  # and its GUIDE's model, where present (palm_algos/serve.py guide_beside)
+            [ ! -f "models/${GUIDE[$task]:-}.pt" ] || files+=("${GUIDE[$task]}.pt")
             tar -C models -czf "$EXPORT/$task-model.tar.gz" "${files[@]}"
             say "export/$task-model.tar.gz: ${files[*]} (upload as the algorithm's model; extracted to /opt/ml/model)"
         else

@@ -52,9 +52,9 @@ cmd_build() {
 build_algorithm() {  # build_algorithm NAME IMAGE [--build-arg ...]: containers/algorithm with TASK=NAME, FROM palm-torch-base
     local name=$1 target=$2 ctx=$WORK/context/$1 t0=$(date +%s) task baked=(); shift 2
     rm -rf "$ctx"; mkdir -p "$ctx"; cp -r containers/algorithm/. "$ctx/"
-    for task in "${TASKS[@]}"; do  # a task's image bakes its model (palm-disc also the fovea model, its
-        # guide: palm_algos/serve.py guide_beside); palm-all bakes every one present
-        if [ -f "models/$task.pt" ] && { [ "$name" = all ] || [ "$name" = "$task" ] || [ "$name/$task" = disc/fovea ]; }; then
+    for task in "${TASKS[@]}"; do  # a task's image bakes its model and its GUIDE's (palm_algos/serve.py
+        # guide_beside); palm-all bakes every one present
+        if [ -f "models/$task.pt" ] && { [ "$name" = all ] || [ "$name" = "$task" ] || [ "$task" = "${GUIDE[$name]:-}" ]; }; then
             cp "models/$task.pt" "$ctx/model/$task.pt"; baked+=("models/$task.pt")
         fi
     done

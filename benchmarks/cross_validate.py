@@ -137,7 +137,7 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
 @click.option("--input-size", default=0)
 @click.option("--zoom", default=1, help="fovea/disc: train and predict with the refining pass (see palm train --help).")
 @click.option("--geometry", default="", help="fov or squash (default: the task's; see palm train --help).")
-@click.option("--colour", default="", help="standardise or none (default: the task's).")
+@click.option("--colour", default="", help="standardise, local or none (default: the task's).")
 @click.option("--batch-size", default=16)
 @click.option("--lr", default=1e-3)
 @click.option("--arch", default="")

@@ -23,6 +23,11 @@ fovea model is final-fovea's, which learns IDRiD and DRIONS's discs):
     python benchmarks/second_opinion.py --disc-model runs/heed2/disc-unseen-drishti.pt \\
         --fovea-model models/fovea.pt --test ../shared/data/drishti-gs1/Training \\
         --out docs/results/second-opinion-drishti.json
+
+The local contrast (``--colour local``, ``fov.local_contrast``) against those two disc models,
+the same commands with ``--colour local`` and the outputs under runs/local
+(docs/results/second-opinion-local-drions.json, second-opinion-local-drishti.json; the DRIONS
+one guided by runs/hint/fovea-unseen-drions.pt, trained as runs/heed/fovea.pt above).
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def _train_options(command):
                           "photograph) or squash (the whole image); default: the task's (fov for the disc, squash for the fovea)."),
         click.option("--colour", default="", type=click.Choice(("",) + COLOURS),
                      help="standardise (colours standardised inside the field of view, with camera-like "
-                          "augmentation) or none; default: the task's (standardise for fovea and disc)."),
+                          "augmentation), local (its local contrast: the image less its local mean, "
+                          "standardised) or none; default: the task's (standardise for fovea and disc)."),
         click.option("--epochs", default=30, show_default=True),
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),

@@ -10,8 +10,9 @@ refining pass). It learns both views from one stored copy at ``zoom`` x input si
 
 What the network sees of a photograph is its ``Frame`` (``fov``): the field of view scaled to
 the input, or the whole image squashed, as the checkpoint's ``geometry`` says; with
-``colour`` "standardise", the FOV's colours are standardised (``fov.standardise``) after the
-training's photometric augmentation, so the model learns that the standardising undoes it.
+``colour`` "standardise" or "local", the FOV's colours (or its local contrast) are standardised
+(``fov.standardise``, ``fov.local_contrast``) after the training's photometric augmentation,
+so the model learns that the standardising undoes it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .cases import Case
-from .fov import Frame, crop, frame_for, standardise
+from .fov import Frame, crop, frame_for, local_contrast, standardise
 from .imageio import read_image
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, Task
 
@@ -53,25 +54,30 @@ def model_views(photo: tuple[Any, tuple[int, int]], input_size: int, zoom: int, 
     rgb, size = photo
     frame = frame_for(rgb, size, geometry)
     big = square_resize(crop(rgb, frame), input_size * zoom)
-    if colour == "standardise":
-        big = standardise_tensor(big)
+    if colour != "none":
+        big = colour_tensor(big, colour)
     if zoom == 1:
         return big, None, frame
     return v2.functional.resize(big, [input_size, input_size], antialias=True), big, frame
 
 
-def standardise_tensor(image: torch.Tensor) -> torch.Tensor:
-    """``fov.standardise`` on a (3, H, W) uint8 tensor."""
-    return torch.from_numpy(standardise(image.permute(1, 2, 0).numpy())).permute(2, 0, 1).contiguous()
+def colour_tensor(image: torch.Tensor, colour: str) -> torch.Tensor:
+    """A (3, H, W) uint8 tensor's colours shown as ``colour`` says (``fov.COLOURS``, not "none")."""
+    show = local_contrast if colour == "local" else standardise
+    return torch.from_numpy(show(image.permute(1, 2, 0).numpy())).permute(2, 0, 1).contiguous()
 
 
-class Standardise(v2.Transform):
-    """``fov.standardise`` as a training transform (images only; masks and points pass)."""
+class ShowColours(v2.Transform):
+    """``colour_tensor`` as a training transform (images only; masks and points pass)."""
 
     _transformed_types = (tv_tensors.Image,)
 
+    def __init__(self, colour: str):
+        super().__init__()
+        self.colour = colour
+
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return tv_tensors.wrap(standardise_tensor(inpt.as_subclass(torch.Tensor)), like=inpt)
+        return tv_tensors.wrap(colour_tensor(inpt.as_subclass(torch.Tensor), self.colour), like=inpt)
 
 
 def normalise(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
@@ -143,7 +149,7 @@ class CaseDataset(Dataset):
             self.images.append(tv_tensors.Image(image))
             self.targets.append(task.target(case, stored, frame))
         steps = task.photometric(augment) if train else []
-        steps += [Standardise()] if colour == "standardise" else []
+        steps += [ShowColours(colour)] if colour != "none" else []
         if zoom > 1:  # validation sees the first pass only
             steps += [ZoomView(input_size, p=0.5 if train else 0.0)]
         steps += task.augmentation(augment) if train else [v2.ToDtype(torch.float32, scale=True)]

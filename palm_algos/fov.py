@@ -13,12 +13,15 @@ back through the same frame, so positions and masks stay in original pixels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 GEOMETRIES = ("fov", "squash")  # a checkpoint's "geometry": FOV crop, or the whole image squashed
-COLOURS = ("standardise", "none")  # a checkpoint's "colour": standardised in the FOV, or as decoded
+COLOURS = ("standardise", "local", "none")  # a checkpoint's "colour": standardised in the FOV, its local
+# contrast standardised (``local_contrast``), or as decoded
+LOCAL_SIGMA = 1 / 16  # of the image's side (the FOV's diameter): the scale of uneven illumination
 FIND_SIDE = 256  # the FOV is found on a copy this size (longer side): fast, and a px is 1/256
 LIT = 0.15  # a pixel is lit when its brightest channel exceeds this share of the bright level
 
@@ -169,7 +172,39 @@ def standardise(image: np.ndarray, spread: float = 48.0) -> np.ndarray:
     inside = lit(pixels.max(axis=1))
     if inside.sum() < 16:
         return image
+    return _spread(pixels, inside, spread).reshape(image.shape)
+
+
+def local_contrast(image: np.ndarray, spread: float = 48.0) -> np.ndarray:
+    """``standardise`` of the image less its local mean inside the field of view (a Gaussian
+    of ``LOCAL_SIGMA`` of its side, the dark border left out of the mean): what differs
+    between cameras and flashes at large scales (vignetting, an uneven or pale illumination,
+    a colour cast) is gone, while the disc's rim against the retina around it stays (Graham's
+    preprocessing for fundus photographs, at the scale of the disc). The mean is taken at an
+    eighth of the resolution, where that Gaussian is smooth: 10x faster, the same to a grey level."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    pixels = image.astype(np.float32)
+    inside = lit(pixels.max(axis=2))
+    if inside.sum() < 16:
+        return image
+    h, w = inside.shape
+    step = 8
+    sigma = LOCAL_SIGMA * max(h, w) / step
+    weighted = torch.from_numpy(np.concatenate([pixels * inside[..., None], inside[..., None]], axis=2))
+    small = F.avg_pool2d(weighted.permute(2, 0, 1)[None], step, ceil_mode=True)
+    small = gaussian_blur(small, [2 * math.ceil(3 * sigma) + 1] * 2, [sigma, sigma])
+    mean = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    local = mean[..., :3] / np.maximum(mean[..., 3:], 1e-3)
+    return _spread((pixels - local).reshape(-1, 3), inside.ravel(), spread).reshape(image.shape)
+
+
+def _spread(pixels: np.ndarray, inside: np.ndarray, spread: float) -> np.ndarray:
+    """(N, 3) float pixels -> uint8, each channel's ``inside`` pixels at mean 128 and standard
+    deviation ``spread``, the rest black."""
     mean, std = pixels[inside].mean(0), pixels[inside].std(0) + 1.0
     out = (pixels - mean) / std * spread + 128
     out[~inside] = 0
-    return np.clip(out, 0, 255).astype(np.uint8).reshape(image.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)

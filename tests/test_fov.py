@@ -16,7 +16,7 @@ from PIL import Image
 from palm_algos.cases import Case, read_cases
 from palm_algos.data import model_views, prepare_image
 from palm_algos.errors import PalmError
-from palm_algos.fov import Frame, crop, find_fov, frame_for, paste, standardise
+from palm_algos.fov import Frame, crop, find_fov, frame_for, local_contrast, paste, standardise
 from palm_algos.imageio import read_image
 from palm_algos.predict import Predictor
 from palm_algos.tasks import get_task
@@ -148,6 +148,22 @@ def test_standardised_colours_agree_across_a_dark_and_a_bright_camera():
     lit = bright.max(2) > 40
     assert np.abs(a[lit] - b[lit]).mean() < 6  # one look, whatever the exposure and tint
     assert (b[~(bright.max(2) > 0)] == 0).all()  # the border stays black
+
+
+
+def test_local_contrast_agrees_across_an_uneven_tinted_flash_where_standardising_cannot():
+    even = fundus((400, 300), (200, 150), 180, disc=(260, 140, 20))
+    flash = np.linspace(0.45, 1.0, 400)[None, :, None] * np.array([0.8, 1.0, 1.2])  # falls off to the left, bluish
+    uneven = np.clip(even * flash, 0, 255).astype(np.uint8)
+    lit = even.max(2) > 40
+    local = np.abs(local_contrast(even).astype(float) - local_contrast(uneven).astype(float))[lit].mean()
+    glob = np.abs(standardise(even).astype(float) - standardise(uneven).astype(float))[lit].mean()
+    assert local < 6 and glob > 2 * local
+    yy, xx = np.mgrid[:300, :400]
+    distance = np.hypot(xx - 260, yy - 140)
+    shown = local_contrast(uneven).astype(float).mean(2)
+    assert shown[distance <= 18].mean() > shown[(distance > 25) & (distance < 40)].mean() + 60  # the disc stands out
+    assert (local_contrast(uneven)[~(even.max(2) > 0)] == 0).all()  # the border stays black
 
 
 class MissesOnTheFirstPass(torch.nn.Module):

@@ -64,7 +64,7 @@ def _train_options(command):
         click.option("--colour", default="", type=click.Choice(("",) + COLOURS),
                      help="standardise (colours standardised inside the field of view, with camera-like "
                           "augmentation), local (its local contrast: the image less its local mean, "
-                          "standardised) or none; default: the task's (standardise for fovea and disc)."),
+                          "standardised) or none; default: the task's (standardise for the fovea, local for the disc)."),
         click.option("--epochs", default=30, show_default=True),
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),

@@ -3,7 +3,8 @@
 Every fundus camera shows the retina as a lit disc (often cut by the image's top and bottom)
 on a dark border, but cameras differ in where that disc lies, how large it is in pixels, and
 in colour and brightness. A model that sees the field of view (FOV) at one fixed diameter,
-with its colours standardised inside it, sees every camera alike.
+with its colours (or its local contrast: ``local_contrast``) standardised inside it, sees every
+camera alike.
 
 ``Frame`` is the box of the original image that fills the network's square input: the FOV's
 bounding square (padded with black where it leaves the image), or, where no FOV is found,

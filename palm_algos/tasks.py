@@ -390,7 +390,7 @@ class DiscTask(Task):
     name, default_arch, default_input_size, metric_name = "disc", "resnet34-aspp-unet", 512, "dice"
     archs = {"resnet34-aspp-unet": models.resnet34_aspp_unet}
     refines = True
-    default_geometry, default_colour = "fov", "standardise"
+    default_geometry, default_colour = "fov", "local"  # the local contrast: other cameras (docs/RESULTS.md)
     guide_task = FoveaTask.name  # the joint model reads the whole photograph's anatomy: a reflection does not fool it
 
     def usable(self, case):

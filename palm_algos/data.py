@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .cases import Case
-from .fov import Frame, crop, frame_for, local_contrast, standardise
+from .fov import Frame, crop, frame_for, show_colours
 from .imageio import read_image
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, Task
 
@@ -62,9 +62,8 @@ def model_views(photo: tuple[Any, tuple[int, int]], input_size: int, zoom: int, 
 
 
 def colour_tensor(image: torch.Tensor, colour: str) -> torch.Tensor:
-    """A (3, H, W) uint8 tensor's colours shown as ``colour`` says (``fov.COLOURS``, not "none")."""
-    show = local_contrast if colour == "local" else standardise
-    return torch.from_numpy(show(image.permute(1, 2, 0).numpy())).permute(2, 0, 1).contiguous()
+    """``fov.show_colours`` on a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(show_colours(image.permute(1, 2, 0).numpy(), colour)).permute(2, 0, 1).contiguous()
 
 
 class ShowColours(v2.Transform):

@@ -202,6 +202,12 @@ def local_contrast(image: np.ndarray, spread: float = 48.0) -> np.ndarray:
     return _spread((pixels - local).reshape(-1, 3), inside.ravel(), spread).reshape(image.shape)
 
 
+def show_colours(image: np.ndarray, colour: str) -> np.ndarray:
+    """``image`` (uint8 (H, W, 3)) as a model of ``colour`` (one of ``COLOURS``) sees it."""
+    shows = {"standardise": standardise, "local": local_contrast, "none": lambda same: same}
+    return shows[colour](image)
+
+
 def _spread(pixels: np.ndarray, inside: np.ndarray, spread: float) -> np.ndarray:
     """(N, 3) float pixels -> uint8, each channel's ``inside`` pixels at mean 128 and standard
     deviation ``spread``, the rest black."""

@@ -36,6 +36,7 @@ from palm_algos.predict import Predictor
 from palm_algos.recipes import command_line, given_options, options
 from palm_algos.tasks import get_task
 from palm_algos.train import TrainConfig, history_path, kfold_splits, last_path, train
+from camera_shift import shift_scores
 from stamp import stamp
 
 
@@ -148,11 +149,13 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
                                             "(after a change to prediction only); training times come from their history.")
 @click.option("--resume", is_flag=True, help="Continue a stopped run: fold models already trained are kept, one "
                                              "stopped mid-way goes on from its last epoch (palm train --resume).")
+@click.option("--camera-shift", "camera_shift", is_flag=True, help="fovea: also score each fold's model on its held-out "
+              "photographs as other cameras would show them (camera_shift.py; with --reuse, no training).")
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
 @click.option("--out", type=click.Path(path_type=Path))
 @click.pass_context
 def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_test, disc_centre_test, folds, members, seeds, only_folds,
-         epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, workdir, reuse, resume, note, out):
+         epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, workdir, reuse, resume, camera_shift, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
     model with TTA as the task's default has it (what `palm predict` runs)."""
@@ -165,6 +168,8 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     task_ = get_task(task)
     sources = [[c for c in read_cases(folder).cases if task_.scorable(c)] for folder in data]
     cases = [c for source in sources for c in source]
+    if camera_shift and not all(c.fovea for c in cases):
+        raise click.UsageError("--camera-shift moves each case's fovea with the pixels: give a fovea task's data")
     if by_source and len(sources) < 2:
         raise SystemExit("--leave-one-source-out needs two or more --data sources")
     splits = ([([c for j, other in enumerate(sources) if j != k for c in other], source)
@@ -222,7 +227,8 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
                 extra[name].append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
         recipe_model = variants[recipe]
         centres = {d: disc_centre_errors(recipe_model, cs) for d, cs in disc_sources.items()}
-        fold_records.append({**({"disc_centre": centres} if centres else {}), "fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
+        shifts = shift_scores(recipe_model, va) if camera_shift else {}
+        fold_records.append({**({"disc_centre": centres} if centres else {}), **({"camera_shift": shifts} if shifts else {}), "fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
                              "variants": {n: v for n, v in scores.items() if n != recipe}})
         print(json.dumps(fold_records[-1], default=float), flush=True)
         oof_cases += va
@@ -247,6 +253,9 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     }
     if disc_sources:  # the mean over the fold models
         record["disc_centre_test"] = {d: _mean_scores([f["disc_centre"][d] for f in fold_records]) for d in disc_sources}
+    if camera_shift:  # the mean over the fold models
+        record["camera_shift"] = {name: _mean_scores([f["camera_shift"][name] for f in fold_records])
+                                  for name in fold_records[0]["camera_shift"]}
     if extra:
         record["extra_test"] = {"data": str(extra_test), "per_fold": extra[recipe],
                                 "variants": {n: _mean_scores(v) for n, v in extra.items()}}

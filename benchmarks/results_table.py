@@ -134,6 +134,26 @@ def other_cameras() -> list[str]:
                                                                     "median", "tail", RECORD], rows, intro)
 
 
+def camera_shifts() -> list[str]:
+    """The fovea fold models on their held-out photographs as other cameras show them
+    (camera_shift.py): the frame squared, the colours dimmed and compressed."""
+    rows = []
+    for r in runs("fovea-") + runs("camera-shift-"):
+        folds = [f["camera_shift"] for f in r["per_fold"] if "camera_shift" in f]
+        for name in folds[0] if folds else []:
+            scores = [fold[name] for fold in folds]
+            mean = lambda key, stat: sum(s[key][stat] * s["cases"] for s in scores) / sum(s["cases"] for s in scores)
+            rows.append([recipe(r), name, f"{mean('share_of_fov', 'mean'):.4f}", f"{mean('distance_normalised', 'mean'):.4f}",
+                         f"{sum(s['beyond_0.05'] for s in scores)} of {sum(s['cases'] for s in scores)}", f"`{r['file']}`"])
+    intro = ("Each fold model of a fovea cross-validation on its own held-out IDRiD photographs, as-shot and as other "
+             "cameras would show them (`cross_validate.py --camera-shift`, `benchmarks/camera_shift.py`): the truth "
+             "moves with the pixels. Distance as a share of the field of view's diameter, and normalised as PALM does "
+             "by the changed image's size.")
+    return section("Other cameras, simulated: the fovea under a changed frame or colour",
+                   ["recipe", "camera change", "share of the FOV: mean", "normalised: mean", "beyond 0.05", RECORD],
+                   rows, intro)
+
+
 def _source_name(folder: str) -> str:
     path = Path(folder)
     return path.parent.name if path.name in ("Training", "images") else path.name
@@ -212,7 +232,7 @@ def _number(value: float) -> str:
 
 def document() -> str:
     intro = INTRO.read_text() if INTRO.is_file() else "# Results\n"
-    return intro.rstrip() + "\n\n" + "\n".join(classification() + fovea() + disc() + other_cameras() + variants() + speed())
+    return intro.rstrip() + "\n\n" + "\n".join(classification() + fovea() + disc() + other_cameras() + camera_shifts() + variants() + speed())
 
 
 def main() -> None:

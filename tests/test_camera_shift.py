@@ -1,0 +1,54 @@
+"""benchmarks/camera_shift.py: a camera change moves the truth with the pixels, so a model that
+finds the fovea exactly scores 0 under every shift."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from palm_algos.cases import Case
+from palm_algos.imageio import read_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import camera_shift  # noqa: E402
+
+
+class SpotFinder:
+    """A 'model' that answers the brightest spot of the photograph it is given, in its pixels."""
+
+    def read(self, image):
+        return read_image(image)
+
+    def predict(self, image, photo):
+        rgb, size = photo
+        grey = rgb.astype(float).mean(2)
+        ys, xs = np.nonzero(grey >= grey.max() * 0.9)
+        assert (rgb.shape[1], rgb.shape[0]) == tuple(size)
+        return xs.mean(), ys.mean()
+
+
+@pytest.mark.parametrize("size", [(600, 400), (300, 500)])
+def test_every_shift_moves_the_truth_with_the_spot(tmp_path, size):
+    w, h = size
+    rgb = np.zeros((h, w, 3), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    rgb[np.hypot(xx - w / 2, yy - h / 2) < 0.45 * min(w, h)] = 90  # a lit field of view
+    rgb[200 - 4 : 200 + 5, 120 - 4 : 120 + 5] = 255  # the "fovea"
+    Image.fromarray(rgb).save(tmp_path / "eye.png")
+    case = Case(name="eye", image=tmp_path / "eye.png", size=size, fovea=(120.0, 200.0))
+    scores = camera_shift.shift_scores(SpotFinder(), [case])
+    assert set(scores) == set(camera_shift.SHIFTS)
+    for name, score in scores.items():
+        assert score["distance_normalised"]["mean"] < 0.01, name
+        assert score["share_of_fov"]["mean"] < 0.01, name
+
+
+def test_square_pads_to_a_square_around_the_photograph():
+    rgb = np.full((40, 100, 3), 7, np.uint8)
+    out, (dx, dy) = camera_shift.square(rgb)
+    assert out.shape == (100, 100, 3) and (dx, dy) == (0.0, 30.0)
+    assert (out[30:70] == 7).all() and not out[:30].any() and not out[70:].any()

@@ -143,7 +143,8 @@ def test_joint_target_round_trip_in_original_pixels_through_flip_and_back(tmp_pa
     """Fovea and disc centre: original pixels -> input-size key points -> normalised target ->
     (mirror image, flip_back) -> original pixels again."""
     w, h = size
-    case = replace(spot_image(tmp_path, size, (int(w * 0.62), int(h * 0.41))), disc_centre=(w * 0.2 + 0.3, h * 0.55))
+    # the fovea temporal to the disc and a little below it, as in an eye (tasks.anatomical)
+    case = replace(spot_image(tmp_path, size, (int(w * 0.62), int(h * 0.41))), disc_centre=(w * 0.2 + 0.3, h * 0.35))
     for s in (64, 192, 256):
         target = TASK.target(case, s)
         normalised = TASK.to_tensor(target)
@@ -215,3 +216,27 @@ def test_palm_train_folds_writes_the_ensemble_of_its_fold_models(tmp_path):
     meta = load_checkpoint(out, task="fovea")["meta"]
     assert meta["members"] == 2 and meta["arch"] == "disc-fovea-heatmaps"
     assert (tmp_path / "f.fold0.pt").is_file() and (tmp_path / "f.fold1.pt").is_file()
+
+
+def test_a_fovea_the_anatomy_does_not_allow_is_turned_beside_its_disc():
+    from palm_algos.tasks import FOVEA_ANGLE, anatomical
+
+    disc, size = (3000.0, 1400.0), (4288, 2848)
+    believed = (3000.0 - 1300.0, 1400.0 + 150.0)  # temporal, a little below: kept as it is
+    assert anatomical(believed, disc, size) == believed
+    missed = (3000.0 - 1000.0, 1400.0 + 780.0)  # 38 degrees below: turned, length and side kept
+    x, y = anatomical(missed, disc, size)
+    assert np.hypot(x - disc[0], y - disc[1]) == pytest.approx(np.hypot(1000, 780))
+    assert np.degrees(np.arctan2(y - disc[1], disc[0] - x)) == pytest.approx(FOVEA_ANGLE) and x < disc[0]
+    other_eye = anatomical((1000.0 + 1000.0, 1400.0 - 600.0), (1000.0, 1400.0), size)  # above, to the right
+    assert other_eye[0] > 1000.0 and other_eye[1] > 1400.0
+    assert anatomical((4000.0, 0.0), (4200.0, 2800.0), size)[0] <= size[0] - 1  # kept inside the image
+
+
+def test_decode_turns_only_a_joint_models_fovea():
+    frame = (4288, 2848)
+    fovea, disc = [0.25, 0.95], [0.7, 0.5]  # in original pixels 34 degrees below the disc
+    turned = TASK.decode(torch.tensor(fovea + disc), frame)
+    alone = TASK.decode(torch.tensor(fovea), frame)
+    assert alone == pytest.approx((0.25 * 4288 - 0.5, 0.95 * 2848 - 0.5))
+    assert turned != pytest.approx(alone)

@@ -22,15 +22,15 @@ models already trained), e.g.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
+import torch
+from torchvision import tv_tensors
 
 from evaluation import metrics
 from palm_algos.cases import Case
 from palm_algos.fov import find_fov
 from palm_algos.predict import Predictor
+from palm_algos.tasks import RandomJpeg
 
 
 def as_shot(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
@@ -48,37 +48,36 @@ def square(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
 
 
 def dim(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """A darker, warmer camera that compresses harder."""
-    pixels = (rgb / 255.0) ** 1.6 * np.array([1.05, 0.85, 0.7])
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=60)
-    return np.asarray(Image.open(buffer).convert("RGB")), (0.0, 0.0)
+    """A darker, warmer camera that compresses harder (training's ``RandomJpeg`` at quality 60)."""
+    pixels = np.clip(((rgb / 255.0) ** 1.6 * np.array([1.05, 0.85, 0.7])) * 255 + 0.5, 0, 255).astype(np.uint8)
+    image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
+    return RandomJpeg((60, 60))(image).permute(1, 2, 0).numpy(), (0.0, 0.0)
 
 
 SHIFTS = {"as-shot": as_shot, "square": square, "dim": dim}
 
 
-def shifted(predictor: Predictor, case: Case, shift) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
-    """The prediction and the truth in the changed photograph's pixels, its size, and its FOV's
-    diameter there. The photograph as the model reads it (reduced) becomes the new original."""
-    rgb, size = predictor.read(case.image)
-    scale = rgb.shape[1] / size[0]
-    changed, (dx, dy) = shift(rgb)
-    truth = np.array([(case.fovea[0] + 0.5) * scale - 0.5 + dx, (case.fovea[1] + 0.5) * scale - 0.5 + dy])
-    new_size = (changed.shape[1], changed.shape[0])
-    point = predictor.predict(case.image, photo=(changed, new_size))
-    circle = find_fov(rgb)
-    diameter = 2 * circle[2] if circle else max(rgb.shape[:2])
-    return np.asarray(point, float), truth, new_size, diameter
-
-
 def shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
     """Each shift's scores of ``predictor``'s fovea on ``cases``: as a share of the FOV's
-    diameter, normalised as PALM does (by the changed image's size), and beyond 0.05."""
+    diameter, normalised as PALM does (by the changed image's size), and beyond 0.05. Each
+    photograph is read once, as the model reads it (reduced), and that becomes the original
+    every shift changes."""
+    found = {name: ([], [], [], []) for name in SHIFTS}  # prediction, truth, size, FOV diameter
+    for case in cases:
+        rgb, size = predictor.read(case.image)
+        sx, sy = rgb.shape[1] / size[0], rgb.shape[0] / size[1]
+        circle = find_fov(rgb)
+        diameter = 2 * circle[2] if circle else max(rgb.shape[:2])
+        for name, shift in SHIFTS.items():
+            changed, (dx, dy) = shift(rgb)
+            changed_size = (changed.shape[1], changed.shape[0])
+            truth = ((case.fovea[0] + 0.5) * sx - 0.5 + dx, (case.fovea[1] + 0.5) * sy - 0.5 + dy)
+            point = predictor.predict(case.image, photo=(changed, changed_size))
+            for column, value in zip(found[name], (point, truth, changed_size, diameter)):
+                column.append(value)
     scores = {}
-    for name, shift in SHIFTS.items():
-        pred, truth, sizes, diameters = zip(*(shifted(predictor, case, shift) for case in cases))
-        pred, truth = np.array(pred), np.array(truth)
+    for name, (pred, truth, sizes, diameters) in found.items():
+        pred, truth = np.array(pred, float), np.array(truth, float)
         norm = metrics.normalised_fovea_distances(pred, truth, sizes)
         scores[name] = {"share_of_fov": metrics.summary(np.hypot(*(pred - truth).T) / np.array(diameters)),
                         "distance_normalised": metrics.summary(norm), "beyond_0.05": int((norm > 0.05).sum()),

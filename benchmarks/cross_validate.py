@@ -253,9 +253,6 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     }
     if disc_sources:  # the mean over the fold models
         record["disc_centre_test"] = {d: _mean_scores([f["disc_centre"][d] for f in fold_records]) for d in disc_sources}
-    if camera_shift:  # the mean over the fold models
-        record["camera_shift"] = {name: _mean_scores([f["camera_shift"][name] for f in fold_records])
-                                  for name in fold_records[0]["camera_shift"]}
     if extra:
         record["extra_test"] = {"data": str(extra_test), "per_fold": extra[recipe],
                                 "variants": {n: _mean_scores(v) for n, v in extra.items()}}

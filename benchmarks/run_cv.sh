@@ -20,7 +20,8 @@ for t in ${@:-classification disc fovea speed}; do
            cv-fovea-heatmaps-ensemble cv-fovea-heatmaps cv-fovea-heatmaps-seed1 cv-fovea-heatmaps-zoom2 \
            cv-fovea-heatmaps-fov cv-fovea-heatmaps-standardise cv-fovea-heatmaps-standardise-seed1 \
            cv-fovea-disc-sources cv-fovea-disc-sources-seed1 cv-fovea-disc-sources-drishti \
-           cv-fovea-disc-sources-local cv-fovea-disc-sources-local-seed1 ;;
+           cv-fovea-disc-sources-local cv-fovea-disc-sources-local-seed1 \
+           cv-fovea-disc-sources-mild ;;
     speed)
       python benchmarks/predict_speed.py --out docs/results/speed.json ;;
     *) echo "unknown run $t" >&2; exit 2 ;;

@@ -89,6 +89,27 @@ class RandomJpeg(v2.Transform):
         return tv_tensors.wrap(torch.from_numpy(decoded.copy()).permute(2, 0, 1), like=inpt)
 
 
+class RandomSquareFrame(v2.Transform):
+    """The photograph as a camera with a squarer sensor frames it: on the squashed square input
+    its rows shrunk by a factor drawn from ``rows`` and black rows padded back above and below
+    (images, masks and points alike). A 3:2 photograph padded to a square is the factor 2/3:
+    the eye then looks wider than in the 3:2 photographs a model learned from."""
+
+    def __init__(self, rows: tuple[float, float] = (2 / 3, 1.0)):
+        super().__init__()
+        self.rows = rows
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        kept = round(height * torch.empty(()).uniform_(*self.rows).item())
+        top = int(torch.randint(0, height - kept + 1, ()).item())
+        return {"size": [kept, width], "padding": [0, top, 0, height - kept - top]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        shrunk = v2.functional.resize(inpt, params["size"], antialias=True)
+        return v2.functional.pad(shrunk, params["padding"])
+
+
 def camera_augmentation() -> list[v2.Transform]:
     """What differs between cameras and clinics beyond geometry: colour cast, brightness,
     tone curve, focus and JPEG compression (uint8 images; masks and points pass through)."""
@@ -302,15 +323,19 @@ class FoveaTask(Task):
         return tv_tensors.KeyPoints([[u * input_size - 0.5 for u in frame.normalised(x, y)] for x, y in points],
                                     canvas_size=(input_size, input_size), dtype=torch.float32)
 
-    augmentations = ("standard", "classic")
+    augmentations = ("standard", "classic", "mild")
 
     def photometric(self, style="standard"):
+        if style == "mild":  # a camera's tone curve, which the colour standardising cannot undo
+            return [v2.RandomApply([RandomGamma((2 / 3, 1.5))], p=0.5)]
         return [] if style == "classic" else camera_augmentation()
 
     def augmentation(self, style="standard"):
-        # classic: the augmentation before the field of view (the records made then, docs/RESULTS.md)
-        classic = style == "classic"
-        return [v2.RandomHorizontalFlip(),
+        # classic: the augmentation before the field of view (the records made then, docs/RESULTS.md);
+        # mild: classic with a camera's squarer frame and (photometric) its tone curve
+        classic = style in ("classic", "mild")
+        return [*([v2.RandomApply([RandomSquareFrame()], p=0.3)] if style == "mild" else []),
+                v2.RandomHorizontalFlip(),
                 v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.9, 1.1) if classic else (0.8, 1.25)),
                 *([v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1)] if classic else []),
                 v2.ToDtype(torch.float32, scale=True)]

@@ -389,3 +389,26 @@ def test_camera_augmentation_keeps_images_uint8_and_targets_in_place():
         assert out_image.dtype == torch.uint8 and out_image.shape == image.shape
         assert torch.equal(out_mask, mask) and torch.equal(out_points, points)
     assert not torch.equal(RandomJpeg((30, 30))(image), image)  # a real re-encoding
+
+
+@pytest.mark.parametrize("rows", [0.5, 2 / 3, 0.9])
+def test_square_frame_moves_the_points_with_the_pixels(rows):
+    """A squarer camera's frame on the squashed input: the rows shrink, black rows fill the rest,
+    and a marked point stays on what it marked (within 1 px), an unknown point stays unknown."""
+    from torchvision import tv_tensors
+
+    from palm_algos.tasks import RandomSquareFrame
+
+    pixels = torch.full((3, 96, 96), 60, dtype=torch.uint8)  # a grey photograph
+    pixels[:, 60:66, 20:26] = 255  # a bright spot centred on (22.5, 62.5)
+    points = tv_tensors.KeyPoints([[22.5, 62.5], [math.nan, math.nan]], canvas_size=(96, 96))
+    torch.manual_seed(1)
+    out_image, out_points = RandomSquareFrame((rows, rows))(tv_tensors.Image(pixels), points)
+    assert out_image.shape == pixels.shape and out_points.canvas_size == (96, 96)
+    black_rows = out_image[0].amax(1).eq(0).sum().item()
+    assert black_rows == 96 - round(96 * rows)
+    spot = (out_image[0] > 150).float()
+    ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    x, y = out_points[0].tolist()
+    assert abs(x - (xs * spot).sum() / spot.sum()) < 1 and abs(y - (ys * spot).sum() / spot.sum()) < 1
+    assert out_points[1].isnan().all()

@@ -31,8 +31,8 @@ def checkout(tmp_path):
     return tmp_path
 
 
-def release_models(checkout: Path) -> subprocess.CompletedProcess:
-    script = "set -- help; source ./build.sh >/dev/null; release_models data"
+def release_models(checkout: Path, data: str = "data") -> subprocess.CompletedProcess:
+    script = f"set -- help; source ./build.sh >/dev/null; release_models '{data}'"
     env = {**os.environ, "PY": sys.executable, "PALM": str(checkout / "palm"), "PYTHONPATH": str(ROOT)}
     return subprocess.run(["bash", "-c", f'PY="$PY"; {script}'], cwd=checkout, env=env, capture_output=True, text=True)
 
@@ -60,8 +60,24 @@ def test_a_model_whose_recipe_changed_or_whose_training_stopped_is_trained_again
     (checkout / "models" / "fovea.recipe").write_text("palm train fovea --epochs 1\n")  # another recipe
     (checkout / "models" / "disc.recipe").unlink()  # a training that stopped before its stamp
     before = len(calls(checkout))
-    assert release_models(checkout).returncode == 0
+    run = release_models(checkout)
+    assert run.returncode == 0
     assert [c.split()[2] for c in calls(checkout)[before:]] == ["final-fovea", "final-disc"]
+    assert "training models/fovea.pt (models/fovea.recipe holds another recipe" in run.stderr
+    assert "training models/disc.pt (no models/disc.recipe: its training stopped" in run.stderr
+
+
+def test_the_same_data_spelled_another_way_keeps_the_models(checkout):
+    """`--data ../shared/data` and the default $ROOT/../shared/data are one folder: a release
+    given one spelling after the other trains nothing again (it once retrained an hour)."""
+    (checkout / "shared").mkdir()
+    (checkout / "data").rename(checkout / "shared" / "data")
+    assert release_models(checkout, "shared/data").returncode == 0
+    trained = calls(checkout)
+    for spelling in (str(checkout / "shared" / "data"), "./shared/../shared/data/"):
+        again = release_models(checkout, spelling)
+        assert again.returncode == 0 and calls(checkout) == trained, again.stderr
+    assert "--data shared/data/" in (checkout / "models" / "disc.recipe").read_text()
 
 
 def test_release_without_data_is_one_clear_line(checkout):

@@ -38,19 +38,30 @@ release_step() {  # release_step NAME COMMAND ARGS...: timed; a step that fails 
 
 # models/<task>.pt trained by benchmarks/train_final.sh (recipe final-<task>), unless it already
 # holds the same recipe: its `palm train --dry-run` lines are stamped in models/<task>.recipe.
-# A task whose training stopped is trained again; the finished ones are kept.
+# A task whose training stopped is trained again; the finished ones are kept. The data folder
+# is spelled one way (relative to the checkout, or absolute when far from it), so the stamp of
+# `--data ../shared/data` holds for the default $ROOT/../shared/data too: the same data never
+# trains an hour again for being spelled differently.
 release_models() {
-    local data=$1 task recipe
+    local data=$1 task recipe why
     [ -d "$data" ] || die "no data folder $data: give --data DIR, laid out like ../shared/data (docs/DATA.md)"
+    data=$(realpath -s --relative-to="$ROOT" "$data")
+    [[ $data == ../../* ]] && data=$(realpath -s "$ROOT/$data")
     mkdir -p models
     for task in "${TASKS[@]}"; do
         recipe=$("$PY" -m palm_cli train --recipe "final-$task" --data-root "$data" --out "models/$task.pt" --dry-run) \
             || die "palm train --recipe final-$task --dry-run failed"
-        if [ -f "models/$task.pt" ] && [ "$(cat "models/$task.recipe" 2>/dev/null)" = "$recipe" ]; then
+        if [ ! -f "models/$task.pt" ]; then
+            why="no model yet"
+        elif [ ! -f "models/$task.recipe" ]; then
+            why="no models/$task.recipe: its training stopped, or it was made otherwise"
+        elif [ "$(cat "models/$task.recipe")" != "$recipe" ]; then
+            why="models/$task.recipe holds another recipe (or other data) than final-$task now"
+        else
             say "models/$task.pt holds recipe final-$task: kept"
             continue
         fi
-        say "training models/$task.pt (recipe final-$task; $("$PY" -c 'import torch; print("CUDA" if torch.cuda.is_available() else "CPU: 10 to 56 min a task, docs/RESULTS.md")'))"
+        say "training models/$task.pt ($why; recipe final-$task; $("$PY" -c 'import torch; print("CUDA" if torch.cuda.is_available() else "CPU: 10 to 56 min a task, docs/RESULTS.md")'))"
         rm -f "models/$task.recipe"
         PALM=${PALM:-"$PY -m palm_cli"} bash benchmarks/train_final.sh "$task" "$data" "models/$task.pt" \
             || die "training models/$task.pt failed"

@@ -27,7 +27,18 @@ fovea model is final-fovea's, which learns IDRiD and DRIONS's discs):
 The local contrast (``--colour local``, ``fov.local_contrast``) against those two disc models,
 the same commands with ``--colour local`` and the outputs under runs/local
 (docs/results/second-opinion-local-drions.json, second-opinion-local-drishti.json; the DRIONS
-one guided by runs/hint/fovea-unseen-drions.pt, trained as runs/heed/fovea.pt above).
+one guided by runs/hint/fovea-unseen-drions.pt, trained as runs/heed/fovea.pt above). Two seeds
+of the DRIONS one averaged as final-disc averages its three
+(docs/results/second-opinion-local-drions-2seeds.json):
+
+    palm train disc --data ../shared/data/drishti-gs1/Training --data ../shared/data/idrid \
+        --pretrained none --geometry fov --colour local --input-size 256 --zoom 2 --epochs 15 \
+        --batch-size 8 --val-fraction 0 --seed 1 --out runs/local/disc-unseen-drions-seed1.pt
+    palm ensemble --out runs/local/disc-unseen-drions-2seeds.pt \
+        runs/local/disc-unseen-drions.pt runs/local/disc-unseen-drions-seed1.pt
+    python benchmarks/second_opinion.py --disc-model runs/local/disc-unseen-drions-2seeds.pt \
+        --fovea-model runs/hint/fovea-unseen-drions.pt --test ../shared/data/drions-sample \
+        --out docs/results/second-opinion-local-drions-2seeds.json
 """
 
 from __future__ import annotations

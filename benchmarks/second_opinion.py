@@ -29,7 +29,7 @@ the same commands with ``--colour local`` and the outputs under runs/local
 (docs/results/second-opinion-local-drions.json, second-opinion-local-drishti.json; the DRIONS
 one guided by runs/hint/fovea-unseen-drions.pt, trained as runs/heed/fovea.pt above). Two seeds
 of the DRIONS one averaged as final-disc averages its three
-(docs/results/second-opinion-local-drions-2seeds.json):
+(docs/results/second-opinion-local-drions-2seeds.json; -3seeds.json: seed 2 as well, the same way):
 
     palm train disc --data ../shared/data/drishti-gs1/Training --data ../shared/data/idrid \
         --pretrained none --geometry fov --colour local --input-size 256 --zoom 2 --epochs 15 \

@@ -14,7 +14,8 @@ for t in ${@:-classification disc fovea speed}; do
       runs cv-classification-96px-8ep cv-classification cv-classification-ensemble cv-classification-seeds ;;
     disc)
       runs cv-disc cv-disc-zoom2 cv-disc-zoom2-30ep cv-disc-zoom2-tta cv-disc-zoom2-30ep-rerun cv-disc-seeds \
-           cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-loso-idrid-seeds cv-disc-fov-all-sources cv-disc-fov-all-sources-local cv-disc-fov ;;
+           cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-loso-idrid-seeds cv-disc-fov-all-sources cv-disc-fov-all-sources-local \
+           cv-disc-fov-all-sources-local-seeds cv-disc-fov ;;
     fovea)
       runs cv-fovea-vgg19-fused cv-fovea-vgg19 cv-fovea-resnet50 cv-fovea-vgg19-fused-zoom2 \
            cv-fovea-heatmaps-ensemble cv-fovea-heatmaps cv-fovea-heatmaps-seed1 cv-fovea-heatmaps-zoom2 \

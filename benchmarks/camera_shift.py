@@ -1,29 +1,34 @@
-"""The fovea fold models of a cross-validation run on their held-out photographs as other
-cameras would show them: the same eyes, another frame or another colour.
+"""The fovea or disc fold models of a cross-validation run on their held-out photographs as
+other cameras would show them: the same eyes, another frame or another colour.
 
-Only IDRiD has fovea labels, so a camera the fovea model never saw cannot be scored directly.
-This scores the next best thing: each fold model on its own held-out images after a camera
-change that keeps the truth known (the fovea moves with the pixels):
+Only IDRiD has fovea labels (and only Drishti-GS1 and DRIONS disc masks), so a camera a model
+never saw cannot be scored directly. This scores the next best thing: each fold model on its own
+held-out images after a camera change that keeps the truth known (the fovea, or the disc mask,
+moves with the pixels):
 
 - ``as-shot``: the photograph as decoded (the cross-validation's own score);
 - ``square``: padded with black to a square, the whole field of view inside the frame, as
   cameras with a square sensor show it (PALM's 1444x1444 and 2124x2056 photographs);
 - ``dim``: darker (gamma 1.6), warmer (channel gains 1.05, 0.85, 0.7) and JPEG quality 60.
 
-Distances are reported as shares of the field of view's diameter (IDRiD's FOV: 3400 of 4288
-px), which no change of frame alters, and as the PALM normalisation of the changed image.
+Fovea distances are reported as shares of the field of view's diameter (IDRiD's FOV: 3400 of
+4288 px), which no change of frame alters, and as the PALM normalisation of the changed image;
+the disc as Dice, at the scale the model reads the photograph.
 
 ``cross_validate.py --camera-shift`` adds these scores to its record (with ``--reuse``, from fold
 models already trained), e.g.
 
     python benchmarks/cross_validate.py --recipe cv-fovea-disc-sources-local --data-root ../shared/data \\
         --reuse --camera-shift --out docs/results/camera-shift-fovea-disc-sources-local.json
+    python benchmarks/cross_validate.py --recipe cv-disc-fov-all-sources-local-seeds --data-root ../shared/data \
+        --reuse --camera-shift --out docs/results/camera-shift-disc-fov-all-sources-local-seeds.json
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision import tv_tensors
 
 from evaluation import metrics
@@ -58,10 +63,15 @@ SHIFTS = {"as-shot": as_shot, "square": square, "dim": dim}
 
 
 def shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
-    """Each shift's scores of ``predictor``'s fovea on ``cases``: as a share of the FOV's
-    diameter, normalised as PALM does (by the changed image's size), and beyond 0.05. Each
+    """Each shift's scores of ``predictor`` (a fovea or a disc model) on ``cases``. Each
     photograph is read once, as the model reads it (reduced), and that becomes the original
     every shift changes."""
+    return SHIFT_SCORES[predictor.task](predictor, cases)
+
+
+def fovea_shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
+    """The fovea: as a share of the FOV's diameter, normalised as PALM does (by the changed
+    image's size), and beyond 0.05."""
     found = {name: ([], [], [], []) for name in SHIFTS}  # prediction, truth, size, FOV diameter
     for case in cases:
         rgb, size = predictor.read(case.image)
@@ -83,3 +93,24 @@ def shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
                         "distance_normalised": metrics.summary(norm), "beyond_0.05": int((norm > 0.05).sum()),
                         "cases": len(cases)}
     return scores
+
+
+def disc_shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
+    """The disc: Dice against the case's mask brought to the read photograph's pixels and
+    moved as the shift moved them, and how many fall below 0.5."""
+    found = {name: [] for name in SHIFTS}
+    for case in cases:
+        rgb, _ = predictor.read(case.image)
+        h, w = rgb.shape[:2]
+        truth = np.asarray(Image.fromarray(case.read_disc()).resize((w, h), Image.NEAREST))
+        for name, shift in SHIFTS.items():
+            changed, (dx, dy) = shift(rgb)
+            moved = np.zeros(changed.shape[:2], bool)
+            moved[round(dy) : round(dy) + h, round(dx) : round(dx) + w] = truth
+            mask = predictor.predict(case.image, photo=(changed, (changed.shape[1], changed.shape[0])))
+            found[name].append(metrics.dice(mask, moved))
+    return {name: {"dice": metrics.summary(np.array(dice)), "below_0.5": int((np.array(dice) < 0.5).sum()),
+                   "cases": len(cases)} for name, dice in found.items()}
+
+
+SHIFT_SCORES = {"fovea": fovea_shift_scores, "disc": disc_shift_scores}  # the tasks whose truth moves with the pixels

@@ -36,7 +36,7 @@ from palm_algos.predict import Predictor
 from palm_algos.recipes import command_line, given_options, options
 from palm_algos.tasks import get_task
 from palm_algos.train import TrainConfig, history_path, kfold_splits, last_path, train
-from camera_shift import shift_scores
+from camera_shift import SHIFT_SCORES, shift_scores
 from stamp import stamp
 
 
@@ -149,8 +149,8 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
                                             "(after a change to prediction only); training times come from their history.")
 @click.option("--resume", is_flag=True, help="Continue a stopped run: fold models already trained are kept, one "
                                              "stopped mid-way goes on from its last epoch (palm train --resume).")
-@click.option("--camera-shift", "camera_shift", is_flag=True, help="fovea: also score each fold's model on its held-out "
-              "photographs as other cameras would show them (camera_shift.py; with --reuse, no training).")
+@click.option("--camera-shift", "camera_shift", is_flag=True, help="fovea, disc: also score each fold's model on its "
+              "held-out photographs as other cameras would show them (camera_shift.py; with --reuse, no training).")
 @click.option("--note", default="", help="What else differs in this run (kept in the record).")
 @click.option("--out", type=click.Path(path_type=Path))
 @click.pass_context
@@ -168,8 +168,8 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     task_ = get_task(task)
     sources = [[c for c in read_cases(folder).cases if task_.scorable(c)] for folder in data]
     cases = [c for source in sources for c in source]
-    if camera_shift and not all(c.fovea for c in cases):
-        raise click.UsageError("--camera-shift moves each case's fovea with the pixels: give a fovea task's data")
+    if camera_shift and task not in SHIFT_SCORES:
+        raise click.UsageError(f"--camera-shift moves each case's truth with the pixels: give one of {', '.join(SHIFT_SCORES)}")
     if by_source and len(sources) < 2:
         raise SystemExit("--leave-one-source-out needs two or more --data sources")
     splits = ([([c for j, other in enumerate(sources) if j != k for c in other], source)

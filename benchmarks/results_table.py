@@ -134,24 +134,40 @@ def other_cameras() -> list[str]:
                                                                     "median", "tail", RECORD], rows, intro)
 
 
+def shifted(r: dict) -> list[tuple[str, list[dict]]]:
+    """A record's camera shifts (camera_shift.py): each shift's scores, fold by fold."""
+    folds = [f["camera_shift"] for f in r["per_fold"] if "camera_shift" in f]
+    return [(name, [fold[name] for fold in folds]) for name in (folds[0] if folds else [])]
+
+
+def pooled(scores: list[dict], key: str, stat: str = "mean") -> float:
+    """A statistic of the folds' scores weighted by their cases (the mean over all cases)."""
+    return sum(s[key][stat] * s["cases"] for s in scores) / sum(s["cases"] for s in scores)
+
+
 def camera_shifts() -> list[str]:
-    """The fovea fold models on their held-out photographs as other cameras show them
+    """The fovea and disc fold models on their held-out photographs as other cameras show them
     (camera_shift.py): the frame squared, the colours dimmed and compressed."""
-    rows = []
-    for r in runs("fovea-") + runs("camera-shift-"):
-        folds = [f["camera_shift"] for f in r["per_fold"] if "camera_shift" in f]
-        for name in folds[0] if folds else []:
-            scores = [fold[name] for fold in folds]
-            mean = lambda key, stat: sum(s[key][stat] * s["cases"] for s in scores) / sum(s["cases"] for s in scores)
-            rows.append([recipe(r), name, f"{mean('share_of_fov', 'mean'):.4f}", f"{mean('distance_normalised', 'mean'):.4f}",
-                         f"{sum(s['beyond_0.05'] for s in scores)} of {sum(s['cases'] for s in scores)}", f"`{r['file']}`"])
+    shifts = [r for r in runs("fovea-") + runs("camera-shift-") if r["task"] == "fovea"]
+    rows = [[recipe(r), name, f"{pooled(scores, 'share_of_fov'):.4f}", f"{pooled(scores, 'distance_normalised'):.4f}",
+             f"{sum(s['beyond_0.05'] for s in scores)} of {sum(s['cases'] for s in scores)}", f"`{r['file']}`"]
+            for r in shifts for name, scores in shifted(r)]
     intro = ("Each fold model of a fovea cross-validation on its own held-out IDRiD photographs, as-shot and as other "
              "cameras would show them (`cross_validate.py --camera-shift`, `benchmarks/camera_shift.py`): the truth "
              "moves with the pixels. Distance as a share of the field of view's diameter, and normalised as PALM does "
              "by the changed image's size.")
-    return section("Other cameras, simulated: the fovea under a changed frame or colour",
-                   ["recipe", "camera change", "share of the FOV: mean", "normalised: mean", "beyond 0.05", RECORD],
-                   rows, intro)
+    fovea = section("Other cameras, simulated: the fovea under a changed frame or colour",
+                    ["recipe", "camera change", "share of the FOV: mean", "normalised: mean", "beyond 0.05", RECORD],
+                    rows, intro)
+    discs = [r for r in runs("disc") + runs("camera-shift-") if r["task"] == "disc"]
+    rows = [[recipe(r), name, f"{pooled(scores, 'dice'):.4f}",
+             f"{sum(s['below_0.5'] for s in scores)} of {sum(s['cases'] for s in scores)}", f"`{r['file']}`"]
+            for r in discs for name, scores in shifted(r)]
+    intro = ("Each fold model of a disc cross-validation on its own held-out Drishti-GS1 photographs, as-shot and as "
+             "other cameras would show them (the same shifts): the mask moves with the pixels. Dice at the scale the "
+             "model reads the photograph.")
+    return fovea + section("Other cameras, simulated: the disc under a changed frame or colour",
+                           ["recipe", "camera change", "mean Dice", "below 0.5", RECORD], rows, intro)
 
 
 def _source_name(folder: str) -> str:

@@ -1,5 +1,5 @@
 """benchmarks/camera_shift.py: a camera change moves the truth with the pixels, so a model that
-finds the fovea exactly scores 0 under every shift."""
+finds the fovea exactly scores 0 under every shift, and one that finds the disc exactly Dice 1."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image
 
 from palm_algos.cases import Case
 from palm_algos.imageio import read_image
+from palm_algos.tasks import DiscTask, FoveaTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import camera_shift  # noqa: E402
@@ -19,6 +20,8 @@ import camera_shift  # noqa: E402
 
 class SpotFinder:
     """A 'model' that answers the brightest spot of the photograph it is given, in its pixels."""
+
+    task = FoveaTask.name
 
     def read(self, image):
         return read_image(image)
@@ -52,3 +55,36 @@ def test_square_pads_to_a_square_around_the_photograph():
     out, (dx, dy) = camera_shift.square(rgb)
     assert out.shape == (100, 100, 3) and (dx, dy) == (0.0, 30.0)
     assert (out[30:70] == 7).all() and not out[:30].any() and not out[70:].any()
+
+
+class DiscFinder(SpotFinder):
+    """A 'model' that answers the brightest pixels of the photograph it is given as the disc,
+    reading it at half size as a disc model reads a large photograph."""
+
+    task = DiscTask.name
+
+    def read(self, image):
+        return read_image(image, min_side=150)
+
+    def predict(self, image, photo):
+        rgb, size = photo
+        grey = rgb.astype(float).mean(2)
+        return grey >= (grey.max() + np.median(grey[grey > 0])) / 2  # halfway from the retina to the disc
+
+
+def test_every_shift_moves_the_disc_mask_with_the_disc(tmp_path):
+    w, h = 600, 400
+    rgb = np.zeros((h, w, 3), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    rgb[np.hypot(xx - w / 2, yy - h / 2) < 0.45 * h] = 90
+    disc = np.hypot(xx - 380, yy - 180) < 40
+    rgb[disc] = 255
+    Image.fromarray(rgb).save(tmp_path / "eye.jpg", quality=95)  # a JPEG: read reduced, as cameras' are
+    Image.fromarray(np.where(disc, 0, 255).astype(np.uint8)).save(tmp_path / "eye.bmp")  # PALM: disc = 0
+    case = Case(name="eye", image=tmp_path / "eye.jpg", size=(w, h), disc_mask=tmp_path / "eye.bmp")
+    finder = DiscFinder()
+    assert finder.read(case.image)[0].shape[0] < h  # the truth must be brought to the read scale
+    scores = camera_shift.shift_scores(finder, [case])
+    assert set(scores) == set(camera_shift.SHIFTS)
+    for name, score in scores.items():
+        assert score["dice"]["mean"] > 0.95 and score["below_0.5"] == 0, name

@@ -24,6 +24,9 @@ COLOURS = ("standardise", "local", "none")  # a checkpoint's "colour": standardi
 # contrast standardised (``local_contrast``), or as decoded
 LOCAL_SIGMA = 1 / 16  # of the image's side (the FOV's diameter): the scale of uneven illumination
 FIND_SIDE = 256  # the FOV is found on a copy this size (longer side): fast, and a px is 1/256
+FOV_LEVELS = (0.03, 0.06, 0.15, 0.3)  # lit thresholds tried, as shares from the border's black to the bright
+FOV_FIT = 0.95  # the least intersection over union of a found circle and the lit region it explains
+STRAIGHT = 0.15  # a border row or column longer than this share of the side is a straight cut
 LIT = 0.15  # a pixel is lit when its brightest channel exceeds this share of the bright level
 
 
@@ -71,21 +74,35 @@ def lit(brightest: np.ndarray) -> np.ndarray:
 def find_fov(rgb: np.ndarray) -> tuple[float, float, float] | None:
     """The field of view as a circle (cx, cy, radius) in ``rgb``'s pixels, or None.
 
-    The lit region is thresholded on the brightest channel, and a circle is fitted to its
-    border where it does not touch the image edge (so a FOV cut at top and bottom is found
-    too). None where there is no dark border to fit (the photograph is all retina) or the
-    circle does not explain the lit region.
+    The lit region is thresholded on the brightest channel at a few levels between the
+    border's black and the retina's bright (a dim camera's vignetted rim, a grey border), and a
+    circle is fitted to its border where that is no straight cut (the image edge, or a
+    sensor's edge inside a padded frame: a FOV cut at top and bottom is found too); the level
+    whose circle explains its lit region best wins. None where there is no dark border to fit
+    (the photograph is all retina) or no circle explains the lit region.
     """
-    from scipy import ndimage
-
     h, w = rgb.shape[:2]
     step = max(1, round(max(h, w) / FIND_SIDE))
     small = rgb[::step, ::step].max(axis=2).astype(np.float32)
-    bright = np.percentile(small, 95)
+    bright, black = np.percentile(small, 95), np.percentile(small, 2)
     if bright < 8:
         return None  # a black picture
-    region = ndimage.binary_opening(lit(small), iterations=2)
-    labels, count = ndimage.label(region)
+    fits = [_fit_circle(small > black + max(4.0, share * (bright - black))) for share in FOV_LEVELS]
+    fits = [fit for fit in fits if fit is not None]
+    if not fits:
+        return None
+    (cx, cy, radius), overlap = max(fits, key=lambda fit: fit[1])
+    if overlap < FOV_FIT:
+        return None  # no circle: rather the whole image than a wrong field
+    return ((cx + 0.5) * step - 0.5, (cy + 0.5) * step - 0.5, radius * step)
+
+
+def _fit_circle(lit_pixels: np.ndarray) -> tuple[tuple[float, float, float], float] | None:
+    """A circle fitted to the border of the largest lit region, and how well it explains that
+    region (intersection over union inside the box the region spans), or None."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(ndimage.binary_opening(lit_pixels, iterations=2))
     if count == 0:
         return None
     sizes = np.bincount(labels.ravel())
@@ -93,6 +110,9 @@ def find_fov(rgb: np.ndarray) -> tuple[float, float, float] | None:
     field = ndimage.binary_fill_holes(labels == sizes.argmax())
     border = field & ~ndimage.binary_erosion(field)
     border[:2, :] = border[-2:, :] = border[:, :2] = border[:, -2:] = False  # the image edge is no FOV edge
+    sh, sw = field.shape
+    border[border.sum(1) > STRAIGHT * sw, :] = False  # nor is a straight cut: a sensor's edge inside a
+    border[:, border.sum(0) > STRAIGHT * sh] = False  # padded frame
     ys, xs = np.nonzero(border)
     if len(xs) < 20:
         return None
@@ -110,15 +130,14 @@ def find_fov(rgb: np.ndarray) -> tuple[float, float, float] | None:
             break
         xs, ys = xs[keep], ys[keep]
     cx, cy, radius = circle
-    sh, sw = small.shape
     if not (0.3 * min(sh, sw) <= radius <= 0.8 * max(sh, sw)) or not (0 <= cx < sw and 0 <= cy < sh):
         return None
-    yy, xx = np.mgrid[:sh, :sw]
+    rows, cols = np.nonzero(field.any(1))[0], np.nonzero(field.any(0))[0]
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # the photograph: its edges cut the circle
+    yy, xx = np.mgrid[box]
     disc = np.hypot(xx - cx, yy - cy) <= radius
-    overlap = (disc & field).sum() / max(1, (disc | field).sum())
-    if overlap < 0.9:
-        return None
-    return ((cx + 0.5) * step - 0.5, (cy + 0.5) * step - 0.5, radius * step)
+    inside = field[box]
+    return circle, (disc & inside).sum() / max(1, (disc | inside).sum())
 
 
 def frame_for(rgb: np.ndarray, size: tuple[int, int], geometry: str) -> Frame:

@@ -148,7 +148,7 @@ class Predictor:
         model that reads fields of view says in the log where it found none (``image``)."""
         views = model_views(photo, self.input_size, self.zoom, self.geometry, self.colour)
         if self.geometry == "fov" and not views[2].fov:
-            log.warning("%s: no field of view found (no dark border around the retina); "
+            log.warning("%s: no field of view found (no round, dark border around the retina); "
                         "the %s model sees the whole image", image or "an image", self.task)
         return views
 

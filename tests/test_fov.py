@@ -59,6 +59,63 @@ def test_a_synthetic_field_of_view_is_found_also_when_cut_by_the_image_edge(size
     assert abs(cx - centre[0]) <= tolerance and abs(cy - centre[1]) <= tolerance and abs(r - radius) <= tolerance
 
 
+def squared(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """``rgb`` padded with black rows to a square, as a square-sensor camera frames a 3:2 field."""
+    h, w = rgb.shape[:2]
+    top = (w - h) // 2
+    out = np.zeros((w, w, 3), np.uint8)
+    out[top : top + h] = rgb
+    return out, top
+
+
+def dimmed(rgb: np.ndarray) -> np.ndarray:
+    """A darker, warmer camera: gamma 1.6 and channel gains 1.05, 0.85, 0.7."""
+    return np.clip((rgb / 255.0) ** 1.6 * [1.05, 0.85, 0.7] * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("border", [0, 22])  # black, and the grey border some cameras leave
+def test_a_field_cut_by_a_sensor_inside_a_padded_square_frame_is_found(border):
+    w, h, radius = 600, 400, 280
+    photo = fundus((w, h), (300, 200), radius)
+    yy, xx = np.mgrid[:h, :w]
+    photo[np.hypot(xx - 300, yy - 200) > radius] = border
+    frame, top = squared(photo)  # the circle cut by straight edges inside the picture, not at its edge
+    found = find_fov(frame)
+    assert found is not None
+    assert np.allclose(found, (300, 200 + top, radius), atol=0.01 * w + 1)
+
+
+def test_a_dim_vignetted_field_is_found_whole_not_only_its_bright_centre():
+    w, h, radius = 800, 800, 380
+    photo = fundus((w, h), (400, 400), radius).astype(float)
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(xx - 400, yy - 400) / radius
+    photo *= np.clip(1 - 0.9 * r**3, 0.08, 1)[..., None]  # the rim at a tenth of the centre (myopic eyes, PALM)
+    found = find_fov(photo.astype(np.uint8))
+    assert found is not None
+    assert np.allclose(found, (400, 400, radius), atol=0.01 * w + 1)
+
+
+@pytest.mark.parametrize("source", ["idrid", "drishti-gs1", "drions", "palm224"])
+def test_the_field_of_view_of_real_photographs_is_found_also_squared_and_dimmed(source):
+    folder, count, _ = SOURCES[source]
+    if not (DATA / folder).is_dir():
+        pytest.skip(f"{DATA / folder} is absent (the shared data sets are not in a fresh clone)")
+    paths = sorted((DATA / folder).glob("*.jpg"))[:: 5][:count]
+    dim_found = 0
+    for path in paths:
+        rgb, _ = read_image(path, min_side=512)
+        circle = np.array(find_fov(rgb))
+        frame, top = squared(rgb)
+        found = find_fov(frame)
+        assert found is not None, path
+        assert np.abs(np.array(found) - (0, top, 0) - circle).max() <= 0.05 * circle[2], (path, found, circle)
+        found = find_fov(dimmed(rgb))  # a rim dimmed to black may be lost: then none, never a wrong one
+        assert found is None or np.abs(np.array(found) - circle).max() <= 0.05 * circle[2], (path, found, circle)
+        dim_found += found is not None
+    assert dim_found >= 0.75 * len(paths)
+
+
 def test_no_field_of_view_where_there_is_no_dark_border_or_no_light():
     lit = np.full((300, 400, 3), 120, np.uint8)
     assert find_fov(lit) is None  # all retina: nothing to fit

@@ -39,6 +39,10 @@ of the DRIONS one averaged as final-disc averages its three
     python benchmarks/second_opinion.py --disc-model runs/local/disc-unseen-drions-2seeds.pt \
         --fovea-model runs/hint/fovea-unseen-drions.pt --test ../shared/data/drions-sample \
         --out docs/results/second-opinion-local-drions-2seeds.json
+
+The seed-0 model trained again with the field-of-view finder of 2026-12-06 (the first command
+of this paragraph with --seed 0 and --out runs/newfov/disc-unseen-drions.pt), scored the same
+way: docs/results/second-opinion-local-drions-finder.json.
 """
 
 from __future__ import annotations

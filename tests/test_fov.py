@@ -6,6 +6,7 @@ and its refining pass choosing the real disc over a brighter reflection."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ from palm_algos.fov import Frame, crop, find_fov, frame_for, local_contrast, pas
 from palm_algos.imageio import read_image
 from palm_algos.predict import Predictor
 from palm_algos.tasks import get_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import camera_shift  # noqa: E402  (the other cameras: a square frame, darker colours)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FOVEA, DISC = get_task("fovea"), get_task("disc")
@@ -59,27 +63,13 @@ def test_a_synthetic_field_of_view_is_found_also_when_cut_by_the_image_edge(size
     assert abs(cx - centre[0]) <= tolerance and abs(cy - centre[1]) <= tolerance and abs(r - radius) <= tolerance
 
 
-def squared(rgb: np.ndarray) -> tuple[np.ndarray, int]:
-    """``rgb`` padded with black rows to a square, as a square-sensor camera frames a 3:2 field."""
-    h, w = rgb.shape[:2]
-    top = (w - h) // 2
-    out = np.zeros((w, w, 3), np.uint8)
-    out[top : top + h] = rgb
-    return out, top
-
-
-def dimmed(rgb: np.ndarray) -> np.ndarray:
-    """A darker, warmer camera: gamma 1.6 and channel gains 1.05, 0.85, 0.7."""
-    return np.clip((rgb / 255.0) ** 1.6 * [1.05, 0.85, 0.7] * 255 + 0.5, 0, 255).astype(np.uint8)
-
-
 @pytest.mark.parametrize("border", [0, 22])  # black, and the grey border some cameras leave
 def test_a_field_cut_by_a_sensor_inside_a_padded_square_frame_is_found(border):
     w, h, radius = 600, 400, 280
     photo = fundus((w, h), (300, 200), radius)
     yy, xx = np.mgrid[:h, :w]
     photo[np.hypot(xx - 300, yy - 200) > radius] = border
-    frame, top = squared(photo)  # the circle cut by straight edges inside the picture, not at its edge
+    frame, (_, top) = camera_shift.square(photo)  # the circle cut by straight edges inside the picture, not at its edge
     found = find_fov(frame)
     assert found is not None
     assert np.allclose(found, (300, 200 + top, radius), atol=0.01 * w + 1)
@@ -106,11 +96,11 @@ def test_the_field_of_view_of_real_photographs_is_found_also_squared_and_dimmed(
     for path in paths:
         rgb, _ = read_image(path, min_side=512)
         circle = np.array(find_fov(rgb))
-        frame, top = squared(rgb)
+        frame, (_, top) = camera_shift.square(rgb)
         found = find_fov(frame)
         assert found is not None, path
         assert np.abs(np.array(found) - (0, top, 0) - circle).max() <= 0.05 * circle[2], (path, found, circle)
-        found = find_fov(dimmed(rgb))  # a rim dimmed to black may be lost: then none, never a wrong one
+        found = find_fov(camera_shift.darker(rgb))  # a rim dimmed to black may be lost: then none, never a wrong one
         assert found is None or np.abs(np.array(found) - circle).max() <= 0.05 * circle[2], (path, found, circle)
         dim_found += found is not None
     assert dim_found >= 0.75 * len(paths)

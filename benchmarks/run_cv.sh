@@ -20,7 +20,7 @@ for t in ${@:-classification disc fovea speed}; do
       runs cv-fovea-vgg19-fused cv-fovea-vgg19 cv-fovea-resnet50 cv-fovea-vgg19-fused-zoom2 \
            cv-fovea-heatmaps-ensemble cv-fovea-heatmaps cv-fovea-heatmaps-seed1 cv-fovea-heatmaps-zoom2 \
            cv-fovea-heatmaps-fov cv-fovea-heatmaps-standardise cv-fovea-heatmaps-standardise-seed1 \
-           cv-fovea-disc-sources cv-fovea-disc-sources-seed1 cv-fovea-disc-sources-drishti \
+           cv-fovea-disc-sources cv-fovea-disc-sources-seed1 cv-fovea-disc-sources-seeds cv-fovea-disc-sources-drishti \
            cv-fovea-disc-sources-local cv-fovea-disc-sources-local-seed1 \
            cv-fovea-disc-sources-mild ;;
     speed)

@@ -103,6 +103,18 @@ def raw_fovea(predictor: Predictor, image) -> tuple[float, float]:
     return frame.original(*output[:2].tolist())
 
 
+def test_an_ensemble_takes_its_members_median_position(tmp_path):
+    """Of three seeds, the one far off is outvoted: each coordinate is the members' median."""
+    paths = [random_checkpoint(tmp_path / f"m{s}.pt", "fovea", seed=s) for s in (1, 2, 3)]
+    combine_checkpoints(paths, tmp_path / "three.pt")
+    image = fundus(tmp_path)
+    members = np.array([raw_fovea(Predictor.load(p, tta=False), image) for p in paths])
+    assert len({tuple(m.round(3)) for m in members}) == 3  # three different models
+    joint = raw_fovea(Predictor.load(tmp_path / "three.pt", tta=False), image)
+    assert joint == pytest.approx(tuple(np.median(members, axis=0)), abs=1e-3)
+    assert get_task("fovea").average(torch.tensor([[0.2, 0.4], [0.6, 0.8]])).tolist() == pytest.approx([0.4, 0.6])
+
+
 @pytest.mark.parametrize("task", ["classification", "fovea", "disc"])
 def test_flip_tta_on_a_mirror_symmetric_image(tmp_path, task):
     """The image and its mirror are the same picture: TTA must give the plain answer for the

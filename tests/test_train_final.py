@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from palm_algos.checkpoint import load_checkpoint
+from palm_algos.formats import TASKS
 
 ROOT = Path(__file__).parents[1]
 
@@ -56,7 +57,7 @@ def small_data_root(shared_data, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("task", ["classification", "fovea", "disc"])
+@pytest.mark.parametrize("task", TASKS)
 def test_train_final_writes_the_checkpoint_palm_predict_uses(shared_data, small_data_root, shrunk_palm, tmp_path, task):
     """Every final recipe is an ensemble of 3 seeds, its seed models kept beside it."""
     out = tmp_path / "models" / f"{task}.pt"

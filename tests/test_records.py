@@ -38,3 +38,9 @@ def test_results_table_shows_stamps_and_copes_with_records_without_one():
     assert describe(old) == ""
     document = results_table.document()  # every record in docs/results/, stamped or not
     assert "`classification.json`" in document and "## Optic disc" in document
+
+
+def test_the_committed_results_are_what_the_records_and_the_intro_write():
+    written = (results_table.RESULTS.parent / "RESULTS.md").read_text()
+    assert written == results_table.document(), (
+        "docs/RESULTS.md lags docs/RESULTS.intro.md or docs/results/: run python benchmarks/results_table.py --write")

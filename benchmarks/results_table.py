@@ -31,7 +31,8 @@ def recipe(r: dict) -> str:
     ensemble = (f", ensemble of {members} inner-fold models" if members > 1 else
                 f", ensemble of {seeds} seeds" if seeds > 1 else "")
     view = (", field of view" if c.get("geometry") == "fov" else "") + (
-        {"standardise": ", colours standardised", "local": ", local contrast standardised"}.get(c.get("colour"), ""))
+        {"standardise": ", colours standardised", "local": ", local contrast standardised", "equalise": ", grey levels equalised",
+         "none": "", None: ""}.get(c.get("colour"), f", colour {c.get('colour')}"))
     also = f", every fold also learning {' and '.join(map(_source_name, r['also_train']))}" if r.get("also_train") else ""
     seed = f", seed {c['seed']}" if c.get("seed") and seeds == 1 else ""
     return (f"{c['input_size']} px{f', zoom {zoom}' if zoom > 1 else ''}, {c['epochs']} ep, batch {c['batch_size']}"

@@ -62,9 +62,10 @@ def _train_options(command):
                      help="What the network sees: fov (the field of view at a fixed size, found in each "
                           "photograph) or squash (the whole image); default: the task's (fov for the disc, squash for the fovea)."),
         click.option("--colour", default="", type=click.Choice(("",) + COLOURS),
-                     help="standardise (colours standardised inside the field of view, with camera-like "
-                          "augmentation), local (its local contrast: the image less its local mean, "
-                          "standardised) or none; default: the task's (standardise for the fovea, local for the disc)."),
+                     help="standardise (colours standardised inside the field of view), local (its local "
+                          "contrast: the image less its local mean, standardised), equalise (each channel's grey "
+                          "levels ranked inside the field of view: a camera's tone curve undone) or none; "
+                          "default: the task's (standardise for the fovea, local for the disc)."),
         click.option("--epochs", default=30, show_default=True),
         click.option("--batch-size", default=16, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),

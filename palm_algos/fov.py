@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 GEOMETRIES = ("fov", "squash")  # a checkpoint's "geometry": FOV crop, or the whole image squashed
-COLOURS = ("standardise", "local", "none")  # a checkpoint's "colour": standardised in the FOV, its local
-# contrast standardised (``local_contrast``), or as decoded
+COLOURS = ("standardise", "local", "equalise", "none")  # a checkpoint's "colour": standardised in the
+# FOV, its local contrast standardised (``local_contrast``), its grey levels ranked (``equalise``),
+# or as decoded
 LOCAL_SIGMA = 1 / 16  # of the image's side (the FOV's diameter): the scale of uneven illumination
 FIND_SIDE = 256  # the FOV is found on a copy this size (longer side): fast, and a px is 1/256
 FOV_LEVELS = (0.03, 0.06, 0.15, 0.3)  # lit thresholds tried, as shares from the border's black to the bright
@@ -221,9 +222,30 @@ def local_contrast(image: np.ndarray, spread: float = 48.0) -> np.ndarray:
     return _spread((pixels - local).reshape(-1, 3), inside.ravel(), spread).reshape(image.shape)
 
 
+def equalise(image: np.ndarray, spread: float = 48.0) -> np.ndarray:
+    """Each channel's lit pixels ranked, and the ranks laid on a normal curve of mean 128 and
+    standard deviation ``spread`` (uint8 (H, W, 3) in and out). Whatever keeps the order of a
+    channel's grey levels (a camera's tone curve, gains, a colour cast) leaves the output as it
+    was, where ``standardise`` undoes only gains and offsets: a darker camera's gamma is undone,
+    the levels it crushed together are not."""
+    from scipy.special import ndtri
+
+    inside = lit(image.max(axis=2).astype(np.float32))
+    if inside.sum() < 16:
+        return image
+    out = np.zeros_like(image)
+    for channel in range(3):
+        levels = image[..., channel]
+        counts = np.bincount(levels[inside], minlength=256).astype(np.float64)
+        middle_rank = (np.cumsum(counts) - counts / 2) / counts.sum()  # in (0, 1) for every level present
+        shown = np.clip(128 + spread * ndtri(np.clip(middle_rank, 1e-6, 1 - 1e-6)), 0, 255).astype(np.uint8)
+        out[..., channel] = np.where(inside, shown[levels], 0)
+    return out
+
+
 def show_colours(image: np.ndarray, colour: str) -> np.ndarray:
     """``image`` (uint8 (H, W, 3)) as a model of ``colour`` (one of ``COLOURS``) sees it."""
-    shows = {"standardise": standardise, "local": local_contrast, "none": lambda same: same}
+    shows = {"standardise": standardise, "local": local_contrast, "equalise": equalise, "none": lambda same: same}
     return shows[colour](image)
 
 

@@ -134,8 +134,8 @@ class Task:
     stratifies: bool = False  # hold-outs and folds keep the label ratio
     # What the network sees of a photograph (fov.GEOMETRIES; "fov": the field of view at a fixed
     # diameter) and how its colours are shown (fov.COLOURS: "standardise" in the FOV, "local" its
-    # local contrast, or "none"); checkpoints record both, and checkpoints made before them read
-    # as "squash" and "none".
+    # local contrast, "equalise" its grey levels ranked, or "none"); checkpoints record both, and
+    # checkpoints made before them read as "squash" and "none".
     default_geometry: str = "squash"
     default_colour: str = "none"
     # The task whose model's disc centre aims this one's refining pass (``heed``): where both

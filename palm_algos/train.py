@@ -49,7 +49,7 @@ class TrainConfig:
     augment: str = ""  # the task's augmentation style (Task.augmentations); "none" for ablations and tests; empty: the task's
     zoom: int = 1  # > 1: also learn the refining pass's view (fovea, disc); 1 = the paper's single pass
     geometry: str = ""  # fov.GEOMETRIES; empty: the task's default ("fov" for the disc)
-    colour: str = ""  # fov.COLOURS: "standardise" | "local" | "none"; empty: the task's default
+    colour: str = ""  # fov.COLOURS: "standardise" | "local" | "equalise" | "none"; empty: the task's default
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, task: Task) -> "TrainConfig":

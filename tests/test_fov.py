@@ -17,7 +17,7 @@ from PIL import Image
 from palm_algos.cases import Case, read_cases
 from palm_algos.data import model_views, prepare_image
 from palm_algos.errors import PalmError
-from palm_algos.fov import Frame, crop, find_fov, frame_for, local_contrast, paste, standardise
+from palm_algos.fov import Frame, crop, equalise, find_fov, frame_for, local_contrast, paste, standardise
 from palm_algos.imageio import read_image
 from palm_algos.predict import Predictor
 from palm_algos.tasks import get_task
@@ -211,6 +211,19 @@ def test_local_contrast_agrees_across_an_uneven_tinted_flash_where_standardising
     shown = local_contrast(uneven).astype(float).mean(2)
     assert shown[distance <= 18].mean() > shown[(distance > 25) & (distance < 40)].mean() + 60  # the disc stands out
     assert (local_contrast(uneven)[~(even.max(2) > 0)] == 0).all()  # the border stays black
+
+
+def test_equalised_colours_undo_a_cameras_tone_curve_where_standardising_cannot():
+    shot = fundus((400, 300), (200, 150), 180, disc=(260, 140, 20)) // 2  # levels 0-127
+    curve = np.round(255 * (np.arange(256) / 127) ** np.array([[0.7], [0.8], [0.6]])).clip(0, 255)
+    other = np.stack([curve[c].astype(np.uint8)[shot[..., c]] for c in range(3)], axis=2)  # no two levels merged
+    lit = (shot.max(2) > 20) & (other.max(2) > 20)
+    equalised = np.abs(equalise(shot).astype(float) - equalise(other).astype(float))[lit]
+    standardised = np.abs(standardise(shot).astype(float) - standardise(other).astype(float))[lit]
+    assert equalised.max() <= 1 and standardised.mean() > 3  # one look whatever the curve
+    shown = equalise(shot)[lit].astype(float)
+    assert np.allclose(shown.mean(0), 128, atol=3) and np.allclose(shown.std(0), 48, atol=6)
+    assert (equalise(other)[~(shot.max(2) > 0)] == 0).all()  # the border stays black
 
 
 class MissesOnTheFirstPass(torch.nn.Module):

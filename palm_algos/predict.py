@@ -140,7 +140,7 @@ class Predictor:
         output = self.outputs(first[None], None if big is None else big[None], [image], [_in_view(disc, frame)])[0]
         if isinstance(output, PalmError):
             raise output
-        return self.decode(output, frame), self.disc_centre(output, frame)
+        return self.decode(output, frame, image), self.disc_centre(output, frame)
 
     def views(self, photo: tuple[Any, tuple[int, int]], image: Path | None = None
               ) -> tuple[torch.Tensor, torch.Tensor | None, Frame]:
@@ -199,9 +199,12 @@ class Predictor:
         """``window_score``, a broken window's error first (it must reach the user)."""
         return math.inf if isinstance(window, PalmError) else self._task.window_score(window)
 
-    def decode(self, output: torch.Tensor, frame: Frame | tuple[int, int]) -> Any:
+    def decode(self, output: torch.Tensor, frame: Frame | tuple[int, int], image: Path | None = None) -> Any:
         """One raw output -> the prediction in original pixels, the input having shown ``frame``
-        (an original (w, h): the whole image)."""
+        (an original (w, h): the whole image); where the task doubts it (``Task.doubt``), the
+        log says why, naming ``image``: the prediction is written all the same."""
+        if (doubt := self._task.doubt(output)) is not None:
+            log.warning("%s: %s: %s", image or "an image", self.task, doubt)
         return self._task.decode(output, frame)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -432,7 +435,7 @@ class _Finisher:
         """The prediction (and its CSV row), or the PalmError that is this image's failure; a
         write error is raised and stops the run (the folder, not the image, is at fault)."""
         try:
-            value = self.predictor.decode(output, read.frames[self.position])
+            value = self.predictor.decode(output, read.frames[self.position], read.path)
             row = self.output.row(read.path.name, value) if self.output.row else None
         except PalmError as exc:
             return exc

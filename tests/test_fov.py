@@ -472,3 +472,26 @@ def test_square_frame_moves_the_points_with_the_pixels(rows):
     x, y = out_points[0].tolist()
     assert abs(x - (xs * spot).sum() / spot.sum()) < 1 and abs(y - (ys * spot).sum() / spot.sum()) < 1
     assert out_points[1].isnan().all()
+
+
+@pytest.mark.parametrize("disc_x, doubted", [(0.55, True), (0.75, False)])
+def test_a_fovea_beside_the_models_own_disc_is_written_and_doubted_in_the_log(tmp_path, caplog, disc_x, doubted):
+    """No fovea lies within FOVEA_DISC_GAP of the disc's centre: where the joint model says so
+    (PALM's myopic eyes: atrophy taken for the disc), the log names the image and why, and the
+    prediction is still written; a fovea at the usual distance goes without a word."""
+    from palm_algos.predict import predict_tasks
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    Image.fromarray(fundus((300, 200), (150, 100), 95)).save(folder / "eye.png")
+    predictor = joint_fovea_predictor((0, 0, 0), size=(300, 200))
+    predictor.model.points = torch.tensor([0.45, 0.5, disc_x, 0.5])
+    runs = predict_tasks([predictor], folder, out, progress=False, workers=0)
+    assert runs["fovea"].predicted == 1
+    rows = (out / "Fovea_Localization_Results.csv").read_text().splitlines()
+    assert rows[1].startswith("eye.png,") and len(rows) == 2
+    told = [r.getMessage() for r in caplog.records if "check this image" in r.getMessage()]
+    gap = disc_x - 0.45
+    assert told == ([f"{folder / 'eye.png'}: fovea: the fovea found {gap:.2f} of the image from the model's own disc "
+                     "centre, where a fovea lies at least 0.15 from it: one of the two is wrong (an eye or a camera "
+                     "unlike those it learned from, e.g. atrophy around the disc); check this image"] if doubted else [])

@@ -58,7 +58,7 @@ class FakePredictor:
 
         return model_views(photo, self.input_size, self.zoom)
 
-    def decode(self, image: Path, frame):
+    def decode(self, image: Path, frame, path=None):
         w, h = as_frame(frame).size
         if self.task == "classification":
             return 0.25

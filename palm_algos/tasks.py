@@ -378,9 +378,10 @@ class FoveaTask(Task):
         two is not where it says (on PALM's myopic eyes it takes the pale atrophy around the
         disc for the disc, and the disc for the fovea)."""
         points = output.float().reshape(-1).tolist()
-        if len(points) < 4 or not math.dist(points[:2], points[2:4]) < FOVEA_DISC_GAP:
+        gap = math.dist(points[:2], points[2:4]) if len(points) == 4 else math.inf
+        if not gap < FOVEA_DISC_GAP:
             return None
-        return (f"the fovea found {math.dist(points[:2], points[2:4]):.2f} of the image from the model's own disc "
+        return (f"the fovea found {gap:.2f} of the image from the model's own disc "
                 f"centre, where a fovea lies at least {FOVEA_DISC_GAP} from it: one of the two is wrong (an eye or a "
                 "camera unlike those it learned from, e.g. atrophy around the disc); check this image")
 

@@ -110,6 +110,88 @@ class RandomSquareFrame(v2.Transform):
         return v2.functional.pad(shrunk, params["padding"])
 
 
+class RandomAtrophy(v2.Transform):
+    """Pale chorioretinal atrophy painted beside the optic disc, as pathologic myopia shows it:
+    a crescent or ring around the disc, larger and paler than it, on the fovea's side (or a side
+    drawn where the fovea is unknown), and with probability ``patches`` pale patches elsewhere
+    in the field of view; the disc itself and the macula left as they are. A model then learns
+    the disc by its rim and vessels, not as the palest thing in view: one that never saw such
+    eyes takes the atrophy for the disc (PALM's P photographs, docs/RESULTS.md). Images only;
+    the disc (and fovea) come from ``FoveaTask.target``'s key points (x, y in input pixels),
+    which v2 shows ``make_params`` only when the transform takes them too (they pass unchanged)."""
+
+    def __init__(self, p: float = 0.25, patches: float = 0.3):
+        super().__init__()
+        self.p, self.patches = p, patches
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        points = next((x for x in flat_inputs if isinstance(x, tv_tensors.KeyPoints)), None)
+        points = points.as_subclass(torch.Tensor).reshape(-1, 2).tolist() if points is not None else []
+        if len(points) < 2 or not all(map(math.isfinite, points[1])) or not torch.rand(()) < self.p:
+            return {"paint": False}
+        fovea, disc = points[0], points[1]
+        side = math.copysign(1.0, fovea[0] - disc[0]) if all(map(math.isfinite, fovea)) else \
+            (1.0 if torch.rand(()) < 0.5 else -1.0)
+        u = torch.rand(10).tolist()
+        n_patches = int(torch.randint(1, 4, ()).item()) if torch.rand(()) < self.patches else 0
+        return {"paint": True, "fovea": fovea, "disc": disc, "side": side, "u": u,
+                "patches": torch.rand(n_patches, 4).tolist()}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["paint"] or not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        image = inpt.as_subclass(torch.Tensor).permute(1, 2, 0).numpy().astype(np.float32)
+        painted = paint_atrophy(image, params)
+        return tv_tensors.wrap(torch.from_numpy(painted).permute(2, 0, 1).contiguous(), like=inpt)
+
+
+def paint_atrophy(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+    """``RandomAtrophy``'s painting of (H, W, 3) float ``image`` -> uint8: its sizes in disc
+    radii (DISC_RADIUS of the lit field's extent, across and down, as the input squashes it)."""
+    height, width, _ = image.shape
+    inside = lit(image.max(axis=2))
+    if inside.sum() < 16:
+        return image.astype(np.uint8)
+    rx = DISC_RADIUS * inside.any(axis=0).sum()
+    ry = DISC_RADIUS * inside.any(axis=1).sum()
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    def ellipse(cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
+        """1 inside, 0 outside, a soft edge a pixel wide."""
+        reach = np.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
+        return np.clip((1 - reach) * min(ax, ay), 0, 1)
+
+    u, (dx, dy), side = params["u"], params["disc"], params["side"]
+    size = 1.2 + 1.4 * u[0]  # the atrophy's radius: 1.2 to 2.6 disc radii
+    ax, ay = size * rx, size * ry * (0.8 + 0.4 * u[1])
+    shift = (0.2 + 0.6 * u[2]) * ax  # a ring around the disc (small shift) to a crescent beside it
+    pale = ellipse(dx + side * shift, dy + (u[3] - 0.5) * 0.6 * ay, ax, ay)
+    keep = (0.8 + 0.25 * u[4])  # the disc itself, a little smaller or larger than DISC_RADIUS
+    pale = pale * (1 - ellipse(dx, dy, keep * rx, keep * ry))
+    fovea = params["fovea"]
+    if all(map(math.isfinite, fovea)):  # the macula stays as it is: the fovea's target must show
+        pale = pale * (1 - ellipse(*fovea, 2 * rx, 2 * ry))
+    for px, py, pr, pa in params["patches"]:
+        cx, cy = px * width, py * height
+        r = (0.5 + 1.5 * pr) * rx
+        if not inside[min(int(cy), height - 1), min(int(cx), width - 1)] or \
+                any(math.isfinite(a) and math.hypot((cx - a) / rx, (cy - b) / ry) < r / rx + 1.5
+                    for a, b in (fovea, (dx, dy))):
+            continue  # outside the field, or over the disc or the fovea
+        pale = np.maximum(pale, ellipse(cx, cy, r, r * ry / rx * (0.7 + 0.6 * pa)))
+    pale *= inside
+    level = np.percentile(image[inside].max(axis=1), 99)
+    colour = level * (0.85 + 0.25 * u[5]) * np.array([1.0, 0.75 + 0.2 * u[6], 0.45 + 0.35 * u[7]], np.float32)
+    # the retina's own detail (vessels, the choroid's pattern) shows through, stronger or weaker
+    grey = torch.from_numpy(image.mean(axis=2))[None]
+    sigma = float(rx)
+    smooth = v2.functional.gaussian_blur(grey, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma])[0].numpy()
+    detail = np.clip(grey[0].numpy() / np.maximum(smooth, 1.0), 0.3, 1.5) ** (1 + 1.5 * u[9])
+    alpha = (0.6 + 0.35 * u[8]) * pale[..., None]
+    paint = np.minimum(colour, 255) * detail[..., None]
+    return np.clip(image * (1 - alpha) + paint * alpha, 0, 255).astype(np.uint8)
+
+
 def camera_augmentation() -> list[v2.Transform]:
     """What differs between cameras and clinics beyond geometry: colour cast, brightness,
     tone curve, focus and JPEG compression (uint8 images; masks and points pass through)."""
@@ -328,17 +410,20 @@ class FoveaTask(Task):
         return tv_tensors.KeyPoints([[u * input_size - 0.5 for u in frame.normalised(x, y)] for x, y in points],
                                     canvas_size=(input_size, input_size), dtype=torch.float32)
 
-    augmentations = ("standard", "classic", "mild")
+    augmentations = ("standard", "classic", "mild", "atrophy")
 
     def photometric(self, style="standard"):
         if style == "mild":  # a camera's tone curve, which the colour standardising cannot undo
             return [v2.RandomApply([RandomGamma((2 / 3, 1.5))], p=0.5)]
+        if style == "atrophy":  # myopic eyes' pale atrophy beside the disc
+            return [RandomAtrophy()]
         return [] if style == "classic" else camera_augmentation()
 
     def augmentation(self, style="standard"):
         # classic: the augmentation before the field of view (the records made then, docs/RESULTS.md);
-        # mild: classic with a camera's squarer frame and (photometric) its tone curve
-        classic = style in ("classic", "mild")
+        # mild: classic with a camera's squarer frame and (photometric) its tone curve; atrophy:
+        # classic with (photometric) atrophy painted beside the disc
+        classic = style in ("classic", "mild", "atrophy")
         return [*([v2.RandomApply([RandomSquareFrame()], p=0.3)] if style == "mild" else []),
                 v2.RandomHorizontalFlip(),
                 v2.RandomAffine(degrees=20, translate=(0.05, 0.05), scale=(0.9, 1.1) if classic else (0.8, 1.25)),

@@ -17,7 +17,7 @@ from PIL import Image
 from palm_algos.cases import Case, read_cases
 from palm_algos.data import model_views, prepare_image
 from palm_algos.errors import PalmError
-from palm_algos.fov import Frame, crop, equalise, find_fov, frame_for, local_contrast, paste, standardise
+from palm_algos.fov import Frame, crop, equalise, find_fov, frame_for, lit, local_contrast, paste, standardise
 from palm_algos.imageio import read_image
 from palm_algos.predict import Predictor
 from palm_algos.tasks import get_task
@@ -474,6 +474,36 @@ def test_square_frame_moves_the_points_with_the_pixels(rows):
     assert out_points[1].isnan().all()
 
 
+def test_atrophy_is_painted_pale_beside_the_disc_on_the_foveas_side_and_nowhere_it_would_lie(idrid):
+    """RandomAtrophy on real IDRiD photographs as training stores them: the retina between the
+    disc and the fovea, just beyond the disc's rim, turns paler; the disc's centre, the fovea,
+    the dark border and the key points stay as they are; a photograph whose disc is unknown
+    is left alone."""
+    from torchvision import tv_tensors
+
+    from palm_algos.tasks import DISC_RADIUS, RandomAtrophy
+
+    task = get_task("fovea")
+    cases = [c for c in read_cases(idrid).cases if c.fovea and c.disc_centre][:4]
+    torch.manual_seed(0)
+    for case in cases:
+        stored, frame = prepare_image(case.image, 192, "squash")
+        points = task.target(case, 192, frame)
+        painted, kept = RandomAtrophy(p=1.0, patches=1.0)(tv_tensors.Image(stored), points)
+        assert painted.dtype == torch.uint8 and painted.shape == stored.shape and torch.equal(kept, points)
+        (fx, fy), (dx, dy) = points.tolist()
+        before, after = stored.float().mean(0), painted.float().mean(0)
+        radius = DISC_RADIUS * lit(stored.amax(0).numpy()).any(0).sum()  # across, in input pixels
+        rim = round(dx + math.copysign(1.25 * radius, fx - dx)), round(dy)  # just beyond the disc
+        assert after[rim[1], rim[0]] > before[rim[1], rim[0]] + 20, case.name
+        for x, y in ((dx, dy), (fx, fy)):
+            assert torch.equal(painted[:, round(y), round(x)], stored[:, round(y), round(x)]), case.name
+        border = stored.amax(0) < 4
+        assert torch.equal(painted[:, border], stored[:, border])
+    unknown = tv_tensors.KeyPoints([[fx, fy], [math.nan, math.nan]], canvas_size=(192, 192))
+    assert torch.equal(RandomAtrophy(p=1.0)(tv_tensors.Image(stored), unknown)[0], stored)
+
+
 @pytest.mark.parametrize("disc_x, doubted", [(0.55, True), (0.75, False)])
 def test_a_fovea_beside_the_models_own_disc_is_written_and_doubted_in_the_log(tmp_path, caplog, disc_x, doubted):
     """No fovea lies within FOVEA_DISC_GAP of the disc's centre: where the joint model says so
@@ -495,3 +525,20 @@ def test_a_fovea_beside_the_models_own_disc_is_written_and_doubted_in_the_log(tm
     assert told == ([f"{folder / 'eye.png'}: fovea: the fovea found {gap:.2f} of the image from the model's own disc "
                      "centre, where a fovea lies at least 0.15 from it: one of the two is wrong (an eye or a camera "
                      "unlike those it learned from, e.g. atrophy around the disc); check this image"] if doubted else [])
+
+
+def test_the_doubted_benchmark_counts_the_foveas_on_their_own_disc_by_the_names_letter(tmp_path):
+    """benchmarks/doubted.py: each photograph's fovea-to-disc gap as the model gives them (0.10
+    of the image here), counted as doubted below FOVEA_DISC_GAP, by PALM's letters."""
+    import doubted
+
+    for name in ("P0001.png", "P0002.png", "N0001.png"):
+        Image.fromarray(fundus((300, 200), (150, 100), 95)).save(tmp_path / name)
+    predictor = joint_fovea_predictor((0, 0, 0), size=(300, 200))
+    predictor.model.points = torch.tensor([0.45, 0.5, 0.55, 0.5])
+    found = doubted.answers(predictor, sorted(tmp_path.glob("*.png")))
+    assert sorted(found) == ["N0001.png", "P0001.png", "P0002.png"]
+    assert all(a["gap"] == pytest.approx(0.10, abs=0.01) and a["disc"][0] > a["fovea"][0] for a in found.values())
+    gaps = {name: a["gap"] for name, a in found.items()}
+    assert doubted.counts({**gaps, "P0002.png": 0.30}) == {
+        "N": {"doubted": 1, "of": 1}, "P": {"doubted": 1, "of": 2}, "all": {"doubted": 2, "of": 3}}

@@ -60,9 +60,9 @@ def main(images: Path, models: tuple[Path, ...], out: Path) -> None:
     record = {"images": str(images), "gap": FOVEA_DISC_GAP, "models": {}, "stamp": stamp()}
     for model in models:
         found = answers(Predictor.load(model, task="fovea"), photographs)
-        gap = {name: answer["gap"] for name, answer in found.items()}
-        record["models"][str(model)] = {"counts": counts(gap), "answers": found}
-        click.echo(f"{model}: {json.dumps(counts(gap))}")
+        counted = counts({name: answer["gap"] for name, answer in found.items()})
+        record["models"][str(model)] = {"counts": counted, "answers": found}
+        click.echo(f"{model}: {json.dumps(counted)}")
     every = [entry["counts"] for entry in record["models"].values()]
     record["total"] = {key: {"doubted": sum(c[key]["doubted"] for c in every), "of": sum(c[key]["of"] for c in every)}
                        for key in every[0]}

@@ -9,7 +9,11 @@ moves with the pixels):
 - ``as-shot``: the photograph as decoded (the cross-validation's own score);
 - ``square``: padded with black to a square, the whole field of view inside the frame, as
   cameras with a square sensor show it (PALM's 1444x1444 and 2124x2056 photographs);
-- ``dim``: darker (gamma 1.6), warmer (channel gains 1.05, 0.85, 0.7) and JPEG quality 60.
+- ``dim``: darker (gamma 1.6), warmer (channel gains 1.05, 0.85, 0.7) and JPEG quality 60;
+- ``disc-centred`` (the fovea only: it needs the case's fovea and disc): a camera aimed near the
+  disc, as disc-centred protocols shoot (Drishti-GS1, some of PALM's photographs): a round field
+  centred a quarter of the way from the disc to the fovea, 1.25 times their distance in radius,
+  where the photograph has no retina black; the fovea lies 0.6 of the radius from the centre.
 
 Fovea distances are reported as shares of the field of view's diameter (IDRiD's FOV: 3400 of
 4288 px), which no change of frame alters, and as the PALM normalisation of the changed image;
@@ -63,6 +67,23 @@ def dim(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     return RandomJpeg((60, 60))(image).permute(1, 2, 0).numpy(), (0.0, 0.0)
 
 
+def disc_centred(rgb: np.ndarray, fovea: tuple[float, float], disc: tuple[float, float],
+                 towards: float = 0.25, reach: float = 1.25) -> tuple[np.ndarray, tuple[float, float]]:
+    """The round field of a camera aimed ``towards`` of the way from ``disc`` to ``fovea``
+    (read pixels), ``reach`` times their distance in radius; returns the image and the shift."""
+    (fx, fy), (dx, dy) = fovea, disc
+    radius = reach * float(np.hypot(fx - dx, fy - dy))
+    cx, cy = dx + towards * (fx - dx), dy + towards * (fy - dy)
+    left, top, side = round(cx - radius), round(cy - radius), round(2 * radius)
+    h, w = rgb.shape[:2]
+    out = np.zeros((side, side, 3), np.uint8)
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
+    out[y0 - top : y1 - top, x0 - left : x1 - left] = rgb[y0:y1, x0:x1]
+    yy, xx = np.mgrid[0:side, 0:side]
+    out[np.hypot(xx + 0.5 - side / 2, yy + 0.5 - side / 2) > side / 2] = 0
+    return out, (float(-left), float(-top))
+
+
 SHIFTS = {"as-shot": as_shot, "square": square, "dim": dim}
 
 
@@ -76,26 +97,29 @@ def shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
 def fovea_shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
     """The fovea: as a share of the FOV's diameter, normalised as PALM does (by the changed
     image's size), and beyond 0.05."""
-    found = {name: ([], [], [], []) for name in SHIFTS}  # prediction, truth, size, FOV diameter
+    found = {name: ([], [], [], []) for name in (*SHIFTS, "disc-centred")}  # prediction, truth, size, FOV diameter
     for case in cases:
         rgb, size = predictor.read(case.image)
         sx, sy = rgb.shape[1] / size[0], rgb.shape[0] / size[1]
         circle = find_fov(rgb)
         diameter = 2 * circle[2] if circle else max(rgb.shape[:2])
-        for name, shift in SHIFTS.items():
+        fovea = ((case.fovea[0] + 0.5) * sx - 0.5, (case.fovea[1] + 0.5) * sy - 0.5)
+        disc = case.disc_centre and ((case.disc_centre[0] + 0.5) * sx - 0.5, (case.disc_centre[1] + 0.5) * sy - 0.5)
+        shifts = {**SHIFTS, **({"disc-centred": lambda rgb: disc_centred(rgb, fovea, disc)} if disc else {})}
+        for name, shift in shifts.items():
             changed, (dx, dy) = shift(rgb)
             changed_size = (changed.shape[1], changed.shape[0])
-            truth = ((case.fovea[0] + 0.5) * sx - 0.5 + dx, (case.fovea[1] + 0.5) * sy - 0.5 + dy)
+            truth = (fovea[0] + dx, fovea[1] + dy)
             point = predictor.predict(case.image, photo=(changed, changed_size))
             for column, value in zip(found[name], (point, truth, changed_size, diameter)):
                 column.append(value)
     scores = {}
-    for name, (pred, truth, sizes, diameters) in found.items():
+    for name, (pred, truth, sizes, diameters) in ((n, f) for n, f in found.items() if f[0]):
         pred, truth = np.array(pred, float), np.array(truth, float)
         norm = metrics.normalised_fovea_distances(pred, truth, sizes)
         scores[name] = {"share_of_fov": metrics.summary(np.hypot(*(pred - truth).T) / np.array(diameters)),
                         "distance_normalised": metrics.summary(norm), "beyond_0.05": int((norm > 0.05).sum()),
-                        "cases": len(cases)}
+                        "cases": len(pred)}
     return scores
 
 

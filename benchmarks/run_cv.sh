@@ -22,7 +22,7 @@ for t in ${@:-classification disc fovea speed}; do
            cv-fovea-heatmaps-fov cv-fovea-heatmaps-standardise cv-fovea-heatmaps-standardise-seed1 \
            cv-fovea-disc-sources cv-fovea-disc-sources-seed1 cv-fovea-disc-sources-seeds cv-fovea-disc-sources-drishti \
            cv-fovea-disc-sources-local cv-fovea-disc-sources-local-seed1 \
-           cv-fovea-disc-sources-mild cv-fovea-disc-sources-equalise cv-fovea-disc-sources-atrophy ;;
+           cv-fovea-disc-sources-mild cv-fovea-disc-sources-equalise cv-fovea-disc-sources-atrophy cv-fovea-disc-sources-aimed cv-fovea-disc-sources-aimed-seeds ;;
     speed)
       python benchmarks/predict_speed.py --out docs/results/speed.json ;;
     *) echo "unknown run $t" >&2; exit 2 ;;

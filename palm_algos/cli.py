@@ -73,8 +73,9 @@ def _train_options(command):
         click.option("--augment", default="",
                      help="The task's augmentation: standard (fovea and disc: with camera-like colour, blur and JPEG changes), "
                           "none, or another the task offers (fovea and disc: classic, as before the field of view; "
-                          "fovea: mild, classic with a squarer frame and a tone curve, or atrophy, classic with myopic eyes' pale "
-                          "atrophy painted beside the disc; disc: wide); default: the task's (classic for the fovea, standard otherwise)."),
+                          "fovea: mild, classic with a squarer frame and a tone curve, atrophy, classic with myopic eyes' pale "
+                          "atrophy painted beside the disc, or aimed, classic with the round field of a camera aimed elsewhere "
+                          "(from the disc to near the fovea); disc: wide); default: the task's (aimed for the fovea, standard otherwise)."),
         click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out: writes OUT.foldK.pt "
                                                 "per fold and OUT, the ensemble of the K fold models."),
         click.option("--seed", default=0, show_default=True),

@@ -42,9 +42,9 @@ def test_every_shift_moves_the_truth_with_the_spot(tmp_path, size):
     rgb[np.hypot(xx - w / 2, yy - h / 2) < 0.45 * min(w, h)] = 90  # a lit field of view
     rgb[200 - 4 : 200 + 5, 120 - 4 : 120 + 5] = 255  # the "fovea"
     Image.fromarray(rgb).save(tmp_path / "eye.png")
-    case = Case(name="eye", image=tmp_path / "eye.png", size=size, fovea=(120.0, 200.0))
+    case = Case(name="eye", image=tmp_path / "eye.png", size=size, fovea=(120.0, 200.0), disc_centre=(200.0, 200.0))
     scores = camera_shift.shift_scores(SpotFinder(), [case])
-    assert set(scores) == set(camera_shift.SHIFTS)
+    assert set(scores) == {*camera_shift.SHIFTS, "disc-centred"}
     for name, score in scores.items():
         assert score["distance_normalised"]["mean"] < 0.01, name
         assert score["share_of_fov"]["mean"] < 0.01, name
@@ -55,6 +55,19 @@ def test_square_pads_to_a_square_around_the_photograph():
     out, (dx, dy) = camera_shift.square(rgb)
     assert out.shape == (100, 100, 3) and (dx, dy) == (0.0, 30.0)
     assert (out[30:70] == 7).all() and not out[:30].any() and not out[70:].any()
+
+
+def test_a_camera_aimed_at_the_disc_shows_a_round_field_around_it_with_the_fovea_inside():
+    """disc_centred: a square of 2.5 times the disc-fovea distance centred a quarter of the way
+    from the disc, the photograph's pixels where it has them, black outside them and outside
+    the round field; the shift it returns takes the fovea to its pixel."""
+    rgb = np.full((400, 600, 3), 50, np.uint8)
+    rgb[200, 120] = 255  # the fovea's pixel
+    out, (dx, dy) = camera_shift.disc_centred(rgb, fovea=(120.0, 200.0), disc=(40.0, 200.0))
+    assert out.shape == (200, 200, 3) and (dx, dy) == (40.0, -100.0)  # centred on (60, 200), radius 100
+    assert (out[round(200 + dy), round(120 + dx)] == 255).all()
+    assert not out[60, :40].any()  # left of the photograph's edge (x < 0)
+    assert (out[60, 40:190] == 50).all() and not out[0, 0].any() and not out[199, 199].any()  # the round field
 
 
 class DiscFinder(SpotFinder):

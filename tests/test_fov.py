@@ -524,7 +524,8 @@ def test_a_fovea_beside_the_models_own_disc_is_written_and_doubted_in_the_log(tm
     gap = disc_x - 0.45
     assert told == ([f"{folder / 'eye.png'}: fovea: the fovea found {gap:.2f} of the image from the model's own disc "
                      "centre, where a fovea lies at least 0.15 from it: one of the two is wrong (an eye or a camera "
-                     "unlike those it learned from, e.g. atrophy around the disc); check this image"] if doubted else [])
+                     "unlike those it learned from, e.g. atrophy around the disc or a disc-centred photograph); check this "
+                     "image"] if doubted else [])
 
 
 def test_the_doubted_benchmark_counts_the_foveas_on_their_own_disc_by_the_names_letter(tmp_path):
@@ -542,3 +543,33 @@ def test_the_doubted_benchmark_counts_the_foveas_on_their_own_disc_by_the_names_
     gaps = {name: a["gap"] for name, a in found.items()}
     assert doubted.counts({**gaps, "P0002.png": 0.30}) == {
         "N": {"doubted": 1, "of": 1}, "P": {"doubted": 1, "of": 2}, "all": {"doubted": 2, "of": 3}}
+
+
+def test_a_camera_aimed_elsewhere_moves_the_points_with_the_pixels_and_keeps_the_fovea_in_its_round_field(idrid):
+    """RandomFixation on real IDRiD photographs as training stores them: the key points land
+    where a mark at the fovea lands (within a pixel), the fovea inside the new round field,
+    black outside it; a photograph whose fovea is unknown is left alone."""
+    from torchvision import tv_tensors
+
+    from palm_algos.tasks import RandomFixation
+
+    task = get_task("fovea")
+    cases = [c for c in read_cases(idrid).cases if c.fovea and c.disc_centre][:4]
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(192.0), torch.arange(192.0), indexing="ij")
+    for case in cases:
+        stored, frame = prepare_image(case.image, 192, "squash")
+        points = task.target(case, 192, frame)
+        (fx, fy), _ = points.tolist()
+        mark = tv_tensors.Mask((torch.hypot(xx - fx, yy - fy) <= 2).to(torch.uint8) * 255)
+        for _ in range(3):
+            image, marked, moved = RandomFixation(p=1.0)(tv_tensors.Image(stored), mark, points)
+            (mx, my), _ = moved.tolist()
+            ys, xs = torch.nonzero(marked > 127, as_tuple=True)
+            assert math.hypot(mx - 95.5, my - 95.5) < 0.9 * 96, case.name
+            if math.hypot(mx - 95.5, my - 95.5) < 80:  # the mark whole, not cut by the field's edge
+                assert abs(xs.float().mean() - mx) <= 1 and abs(ys.float().mean() - my) <= 1, case.name
+            outside = torch.hypot(xx - 95.5, yy - 95.5) > 97
+            assert image.shape == stored.shape and not image[:, outside].any(), case.name
+    unknown = tv_tensors.KeyPoints([[math.nan, math.nan], [fx, fy]], canvas_size=(192, 192))
+    assert torch.equal(RandomFixation(p=1.0)(tv_tensors.Image(stored), unknown)[0], stored)

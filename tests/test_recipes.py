@@ -27,7 +27,9 @@ RECIPES = read_recipes()
 # What `bash benchmarks/train_final.sh TASK ROOT OUT.pt` ran when the recipes were written in
 # it (commit d67c945, recorded through its PALM hook), with issue 23's change since (the disc
 # model on the field of view with its local contrast standardised, both disc sources and IDRiD's disc centres, 15 epochs; the fovea model
-# pinned to the whole image and the classic augmentation it was measured with, and since 2026-12-06 the ensemble of 3 seeds): the recipes must train exactly this, and a change to them must change this too.
+# pinned to the whole image and the classic augmentation it was measured with, since 2026-12-06 the ensemble of 3 seeds
+# and, the same day, the classic augmentation with a camera aimed elsewhere): the recipes must train exactly this,
+# and a change to them must change this too.
 # (`palm ensemble` takes its output as --out since issue 24.)
 TRAIN_FINAL_BEFORE = {
     "classification": [
@@ -36,7 +38,7 @@ TRAIN_FINAL_BEFORE = {
         "ensemble --out OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
     "fovea": [
         *(f"train fovea --data ROOT/idrid --data ROOT/drions-sample --pretrained none --arch disc-fovea-heatmaps --input-size 192 "
-          f"--epochs 50 --batch-size 8 --val-fraction 0 --geometry squash --colour standardise --augment classic "
+          f"--epochs 50 --batch-size 8 --val-fraction 0 --geometry squash --colour standardise --augment aimed "
           f"--out OUT-seed{s}.pt --seed {s}" for s in range(3)),
         "ensemble --out OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
     "disc": [

@@ -103,8 +103,11 @@ def fovea_shift_scores(predictor: Predictor, cases: list[Case]) -> dict:
         sx, sy = rgb.shape[1] / size[0], rgb.shape[0] / size[1]
         circle = find_fov(rgb)
         diameter = 2 * circle[2] if circle else max(rgb.shape[:2])
-        fovea = ((case.fovea[0] + 0.5) * sx - 0.5, (case.fovea[1] + 0.5) * sy - 0.5)
-        disc = case.disc_centre and ((case.disc_centre[0] + 0.5) * sx - 0.5, (case.disc_centre[1] + 0.5) * sy - 0.5)
+        def read_pixels(x: float, y: float) -> tuple[float, float]:  # original pixel indices -> the read photograph's
+            return (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5
+
+        fovea = read_pixels(*case.fovea)
+        disc = case.disc_centre and read_pixels(*case.disc_centre)
         shifts = {**SHIFTS, **({"disc-centred": lambda rgb: disc_centred(rgb, fovea, disc)} if disc else {})}
         for name, shift in shifts.items():
             changed, (dx, dy) = shift(rgb)

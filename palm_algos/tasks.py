@@ -110,6 +110,13 @@ class RandomSquareFrame(v2.Transform):
         return v2.functional.pad(shrunk, params["padding"])
 
 
+def key_points(flat_inputs: list[Any]) -> list[list[float]]:
+    """The (x, y) key points among a v2 transform's inputs (``FoveaTask.target``'s fovea and
+    disc centre, in input pixels); none where there are none."""
+    points = next((x for x in flat_inputs if isinstance(x, tv_tensors.KeyPoints)), None)
+    return points.as_subclass(torch.Tensor).reshape(-1, 2).tolist() if points is not None else []
+
+
 class RandomAtrophy(v2.Transform):
     """Pale chorioretinal atrophy painted beside the optic disc, as pathologic myopia shows it:
     a crescent or ring around the disc, larger and paler than it, on the fovea's side (or a side
@@ -125,8 +132,7 @@ class RandomAtrophy(v2.Transform):
         self.p, self.patches = p, patches
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        points = next((x for x in flat_inputs if isinstance(x, tv_tensors.KeyPoints)), None)
-        points = points.as_subclass(torch.Tensor).reshape(-1, 2).tolist() if points is not None else []
+        points = key_points(flat_inputs)
         if len(points) < 2 or not all(map(math.isfinite, points[1])) or not torch.rand(()) < self.p:
             return {"paint": False}
         fovea, disc = points[0], points[1]
@@ -161,8 +167,7 @@ class RandomFixation(v2.Transform):
         self.p, self.reach, self.inside, self.aspect = p, reach, inside, aspect
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        points = next((x for x in flat_inputs if isinstance(x, tv_tensors.KeyPoints)), None)
-        points = points.as_subclass(torch.Tensor).reshape(-1, 2).tolist() if points is not None else []
+        points = key_points(flat_inputs)
         if len(points) < 2 or not all(map(math.isfinite, points[0] + points[1])) or not torch.rand(()) < self.p:
             return {"aim": False}
         (fx, fy), (dx, dy) = points[0], points[1]

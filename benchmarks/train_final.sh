@@ -11,7 +11,7 @@
 # (add --dry-run to see its palm commands). DATA_ROOT is laid out like ../shared/data
 # (palm224/PALM-Training400, idrid, drishti-gs1/Training, drions-sample). From scratch (no ImageNet weights on
 # our machines); set PALM_PRETRAINED=imagenet where torchvision's weights can be had. Each task
-# trains in 16 to 56 minutes on a 2-core CPU (times in docs/RESULTS.md).
+# trains in 31 to 57 minutes on a 2-core CPU (times in docs/RESULTS.md).
 set -euo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 classification|fovea|disc DATA_ROOT OUT.pt" >&2; exit 2; }
 TASK=$1 DATA=$2 OUT=$3

@@ -33,7 +33,7 @@ RECIPES = read_recipes()
 # (`palm ensemble` takes its output as --out since issue 24.)
 TRAIN_FINAL_BEFORE = {
     "classification": [
-        *(f"train classification --data ROOT/palm224/PALM-Training400 --input-size 112 --epochs 14 --batch-size 16 "
+        *(f"train classification --data ROOT/palm224/PALM-Training400 --input-size 224 --epochs 14 --batch-size 16 "
           f"--out OUT-seed{s}.pt --pretrained none --seed {s} --val-fraction 0" for s in range(3)),
         "ensemble --out OUT.pt OUT-seed0.pt OUT-seed1.pt OUT-seed2.pt"],
     "fovea": [

@@ -61,7 +61,7 @@ release_models() {
             say "models/$task.pt holds recipe final-$task: kept"
             continue
         fi
-        say "training models/$task.pt ($why; recipe final-$task; $("$PY" -c 'import torch; print("CUDA" if torch.cuda.is_available() else "CPU: 10 to 56 min a task, docs/RESULTS.md")'))"
+        say "training models/$task.pt ($why; recipe final-$task; $("$PY" -c 'import torch; print("CUDA" if torch.cuda.is_available() else "CPU: 31 to 57 min a task, docs/RESULTS.md")'))"
         rm -f "models/$task.recipe"
         PALM=${PALM:-"$PY -m palm_cli"} bash benchmarks/train_final.sh "$task" "$data" "models/$task.pt" \
             || die "training models/$task.pt failed"

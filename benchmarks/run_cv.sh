@@ -11,7 +11,7 @@ mkdir -p docs/results runs
 for t in ${@:-classification disc fovea speed}; do
   case $t in
     classification)
-      runs cv-classification-96px-8ep cv-classification cv-classification-224px cv-classification-ensemble cv-classification-seeds ;;
+      runs cv-classification-96px-8ep cv-classification cv-classification-224px cv-classification-224px-seeds cv-classification-ensemble cv-classification-seeds ;;
     disc)
       runs cv-disc cv-disc-zoom2 cv-disc-zoom2-30ep cv-disc-zoom2-tta cv-disc-zoom2-30ep-rerun cv-disc-seeds \
            cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-loso-idrid-seeds cv-disc-fov-all-sources cv-disc-fov-all-sources-local \

@@ -35,7 +35,7 @@ from palm_algos.checkpoint import combine_checkpoints, load_checkpoint
 from palm_algos.predict import Predictor
 from palm_algos.recipes import command_line, given_options, options
 from palm_algos.tasks import get_task
-from palm_algos.train import TrainConfig, history_path, kfold_splits, last_path, train
+from palm_algos.train import TrainConfig, history_path, kfold_splits, last_path, starting_model, train
 from camera_shift import SHIFT_SCORES, shift_scores
 from stamp import stamp
 
@@ -62,7 +62,7 @@ def _score_disc(cases, masks) -> dict:
     dice = [metrics.dice(p, c.read_disc()) for c, p in zip(cases, masks)]
     present = metrics.presence_f1([p.any() for p in masks], [c.read_disc().any() for c in cases])
     return {"dice": metrics.summary(dice), "presence_f1": present, "below_0.5": int((np.asarray(dice) < 0.5).sum()),
-            "cases": len(cases)}
+            "lowest": float(min(dice)), "cases": len(cases)}
 
 
 SCORES = {"classification": _score_classification, "fovea": _score_fovea, "disc": _score_disc}
@@ -144,6 +144,8 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
 @click.option("--arch", default="")
 @click.option("--augment", default="", help="The task's augmentation style (default: the task's; palm train --help).")
 @click.option("--seed", default=0)
+@click.option("--pretrained", default="none", show_default=True,
+              help="As palm train's: a palm model here fine-tunes it on each fold's training part (one's own camera).")
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
 @click.option("--reuse", is_flag=True, help="Score the fold checkpoints already in --workdir instead of training "
                                             "(after a change to prediction only); training times come from their history.")
@@ -155,7 +157,7 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
 @click.option("--out", type=click.Path(path_type=Path))
 @click.pass_context
 def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_test, disc_centre_test, folds, members, seeds, only_folds,
-         epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, workdir, reuse, resume, camera_shift, note, out):
+         epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, pretrained, workdir, reuse, resume, camera_shift, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
     model with TTA as the task's default has it (what `palm predict` runs)."""
@@ -178,11 +180,13 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     splits = [(tr + learn_only, va) for tr, va in splits]
     extra_cases = [c for c in read_cases(extra_test).cases if task_.scorable(c)] if extra_test else []
     disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
-    config = TrainConfig(arch=arch, pretrained="none", input_size=input_size, zoom=zoom, geometry=geometry,
+    config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, geometry=geometry,
                          colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                          augment=augment).resolved(task_)
+    fine_tuning = starting_model(task_, config) is not None
     stem = (f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
-            f"-{config.geometry}-{config.colour}" + ("" if config.augment == "standard" else f"-{config.augment}"))
+            f"-{config.geometry}-{config.colour}" + ("" if config.augment == "standard" else f"-{config.augment}")
+            + (f"-from-{Path(pretrained).stem}" if fine_tuning else ""))
     oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
     # the variant that is the recipe: the largest model, with TTA as palm predict runs it by default
     if members > 1 and seeds > 1:
@@ -218,6 +222,9 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
             seconds = trained_seconds(ckpt, config) if reuse or resume else time.time() - t0
             variants = {"single": Predictor.load(ckpt, task=task, tta=False),
                         "single+tta": Predictor.load(ckpt, task=task, tta=True)}
+        if fine_tuning:  # the model before fine-tuning, on the same held-out photographs: what fine-tuning gained
+            variants.update({"before fine-tuning": Predictor.load(pretrained, task=task, tta=False),
+                             "before fine-tuning+tta": Predictor.load(pretrained, task=task, tta=True)})
         scores = {}
         for name, predictor in variants.items():
             predictions = [predictor.predict(c.image) for c in va]

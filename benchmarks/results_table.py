@@ -35,8 +35,9 @@ def recipe(r: dict) -> str:
          "none": "", None: ""}.get(c.get("colour"), f", colour {c.get('colour')}"))
     also = f", every fold also learning {' and '.join(map(_source_name, r['also_train']))}" if r.get("also_train") else ""
     seed = f", seed {c['seed']}" if c.get("seed") and seeds == 1 else ""
+    tuned = "" if c.get("pretrained", "none") in ("none", "imagenet") else f", fine-tuned from {Path(c['pretrained']).name}"
     return (f"{c['input_size']} px{f', zoom {zoom}' if zoom > 1 else ''}, {c['epochs']} ep, batch {c['batch_size']}"
-            f"{view}{also}{ensemble}{seed}{', flip TTA' if variant.endswith('+tta') else ''}"
+            f"{view}{also}{ensemble}{seed}{tuned}{', flip TTA' if variant.endswith('+tta') else ''}"
             + (f" ({r['note']})" if r.get("note") else ""))
 
 
@@ -171,6 +172,23 @@ def camera_shifts() -> list[str]:
                            ["recipe", "camera change", "mean Dice", "below 0.5", RECORD], rows, intro)
 
 
+def fine_tuning() -> list[str]:
+    """A model fine-tuned on some photographs of a camera it never saw, scored on the others,
+    beside the same model before fine-tuning on the same photographs."""
+    rows = []
+    for r in runs("fine-tune-"):
+        after, before = r["cross_validated"], r["variants"]["before fine-tuning" + ("+tta" if r["recipe_variant"].endswith("+tta") else "")]
+        cells = [f"{s['dice']['mean']:.4f} (median {s['dice']['median']:.4f}, lowest {s['lowest']:.4f}), {s['below_0.5']} below 0.5"
+                 for s in (before, after)]
+        rows.append([recipe(r), _source_name(r["data"]), f"{r['folds']} folds, {after['cases']} photographs", *cells,
+                     minutes(r), record_cell(r)])
+    intro = ("One's own camera: a model that never saw a source's photographs, fine-tuned (`palm train --pretrained "
+             "MODEL.pt`) on each fold's share of them and scored on the rest; *before* is the same model on the same "
+             "held-out photographs, untouched. Dice, pooled over the folds.")
+    return section("Other cameras: fine-tuning on a few photographs of one's own", ["recipe", "camera", "held out",
+                   "before fine-tuning", "fine-tuned", FOLD_TIME, RECORD], rows, intro)
+
+
 def _source_name(folder: str) -> str:
     path = Path(folder)
     return path.parent.name if path.name in ("Training", "images") else path.name
@@ -249,7 +267,7 @@ def _number(value: float) -> str:
 
 def document() -> str:
     intro = INTRO.read_text() if INTRO.is_file() else "# Results\n"
-    return intro.rstrip() + "\n\n" + "\n".join(classification() + fovea() + disc() + other_cameras() + camera_shifts() + variants() + speed())
+    return intro.rstrip() + "\n\n" + "\n".join(classification() + fovea() + disc() + other_cameras() + fine_tuning() + camera_shifts() + variants() + speed())
 
 
 def main() -> None:

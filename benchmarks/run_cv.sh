@@ -15,7 +15,11 @@ for t in ${@:-classification disc fovea speed}; do
     disc)
       runs cv-disc cv-disc-zoom2 cv-disc-zoom2-30ep cv-disc-zoom2-tta cv-disc-zoom2-30ep-rerun cv-disc-seeds \
            cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-loso-idrid-seeds cv-disc-fov-all-sources cv-disc-fov-all-sources-local \
-           cv-disc-fov-all-sources-local-seeds cv-disc-fov ;;
+           cv-disc-fov-all-sources-local-seeds cv-disc-fov
+      [ -f runs/ft/disc-unseen-drions.pt ] || palm train disc --data "$DATA/drishti-gs1/Training" --data "$DATA/idrid" \
+        --pretrained none --geometry fov --colour local --input-size 256 --zoom 2 --epochs 15 --batch-size 8 \
+        --val-fraction 0 --seed 0 --out runs/ft/disc-unseen-drions.pt
+      runs cv-disc-fine-tune-drions ;;
     fovea)
       runs cv-fovea-vgg19-fused cv-fovea-vgg19 cv-fovea-resnet50 cv-fovea-vgg19-fused-zoom2 \
            cv-fovea-heatmaps-ensemble cv-fovea-heatmaps cv-fovea-heatmaps-seed1 cv-fovea-heatmaps-zoom2 \

@@ -42,9 +42,17 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file (name the .pt file{shown})")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    ckpt = load_torch_file(path, "palm checkpoint", CheckpointError)
-    if (not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("meta"), dict)
-            or "task" not in ckpt["meta"]):
+    return checked(path, load_torch_file(path, "palm checkpoint", CheckpointError), task)
+
+
+def has_palm_record(loaded: Any) -> bool:
+    """Whether a loaded torch file is a palm checkpoint (weights with a meta record), not bare weights."""
+    return isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded.get("meta"), dict)
+
+
+def checked(path: Path, ckpt: Any, task: str | None = None) -> dict[str, Any]:
+    """``ckpt``, loaded from ``path``, if it is a usable palm checkpoint (of ``task``, if given)."""
+    if not has_palm_record(ckpt) or "task" not in ckpt["meta"]:
         raise CheckpointError(f"{path}: not a palm checkpoint (no state_dict/meta record)")
     meta = ckpt["meta"]
     if not isinstance(meta["task"], str) or meta["task"] not in TASKS:
@@ -108,6 +116,17 @@ def check_record(ckpt: dict[str, Any]) -> str | None:
 ENSEMBLE_MUST_AGREE = ("task", "arch", "input_size", "zoom", "geometry", "colour", "mean", "std")
 
 
+def unpack(ckpt: dict[str, Any]) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+    """A checkpoint's models as (state dict, meta): an ensemble's members one by one (their
+    weights under ``members.<i>.``), or the one model it is."""
+    meta = ckpt["meta"]
+    if not meta.get("members"):
+        return [(ckpt["state_dict"], meta)]
+    shared = {k: meta[k] for k in ENSEMBLE_MUST_AGREE if k in meta}
+    return [({k[len(f"members.{i}."):]: v for k, v in ckpt["state_dict"].items() if k.startswith(f"members.{i}.")},
+             {**meta["member_meta"][i], **shared}) for i in range(int(meta["members"]))]
+
+
 def combine_checkpoints(paths: list[Path], out: Path) -> dict[str, Any]:
     """Write one ensemble checkpoint of ``paths`` (models of one task, architecture, input
     size and zoom; ensembles among them are unpacked) and return its meta.
@@ -119,18 +138,13 @@ def combine_checkpoints(paths: list[Path], out: Path) -> dict[str, Any]:
     states, metas = [], []
     for path in paths:
         ckpt = load_checkpoint(path)
-        meta = ckpt["meta"]
         if metas:
-            differ = [k for k in ENSEMBLE_MUST_AGREE if meta.get(k) != metas[0].get(k)]
+            differ = [k for k in ENSEMBLE_MUST_AGREE if ckpt["meta"].get(k) != metas[0].get(k)]
             if differ:
                 raise CheckpointError(f"{path}: cannot join the ensemble: its {', '.join(differ)} "
                                       f"differ from {paths[0]}'s")
-        for i in range(int(meta.get("members", 0))):  # an ensemble: its members, one by one
-            prefix = f"members.{i}."
-            states.append({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
-            metas.append({**meta["member_meta"][i], **{k: meta[k] for k in ENSEMBLE_MUST_AGREE if k in meta}})
-        if not meta.get("members"):
-            states.append(ckpt["state_dict"])
+        for state, meta in unpack(ckpt):
+            states.append(state)
             metas.append(meta)
     state = {f"members.{i}.{k}": v for i, s in enumerate(states) for k, v in s.items()}
     shared = {k: v for k, v in metas[0].items() if k not in ("metrics", "epoch", "member_meta")}

@@ -53,7 +53,9 @@ def _train_options(command):
                                                 "fovea vgg19-fused, vgg19, resnet50, disc-fovea-heatmaps; "
                                                 "disc resnet34-aspp-unet."),
         click.option("--pretrained", default="imagenet", show_default=True,
-                     help="imagenet (torchvision weights API), none (from scratch) or a weights file."),
+                     help="imagenet (torchvision weights API), none (from scratch), a backbone weights file, or a "
+                          "palm model of the task to fine-tune (e.g. models/disc.pt on your camera's photographs: the "
+                          "whole network starts from it and keeps its settings; of an ensemble, member SEED mod N)."),
         click.option("--input-size", default=0, help="Square input size in px (default: the task's)."),
         click.option("--zoom", default=1, show_default=True, type=click.IntRange(1, 4),
                      help="fovea/disc: >1 adds a refining pass on a window of the ZOOM x larger image "

@@ -16,7 +16,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,17 @@ from tqdm import tqdm
 
 from . import distributed
 from .cases import Case
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checked, has_palm_record, load_checkpoint, save_checkpoint, unpack
 from .data import CaseDataset
 from .errors import PalmError
 from .tasks import IMAGENET_MEAN, IMAGENET_STD, Task
+from .torchfile import load_torch_file
 
 
 @dataclass
 class TrainConfig:
     arch: str = ""  # empty: the task's default (the paper's network)
-    pretrained: str = "imagenet"  # imagenet | none | path to weights
+    pretrained: str = "imagenet"  # imagenet | none | backbone weights | a palm model of the task (fine-tuning)
     input_size: int = 0  # 0: the task's default
     epochs: int = 30
     batch_size: int = 16
@@ -53,16 +54,50 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self, task: Task) -> "TrainConfig":
-        """The task's defaults filled in; settings the task cannot use are refused."""
-        if self.zoom > 1 and not task.refines:
+        """The task's defaults filled in (a model fine-tuned keeps its network's settings);
+        settings the task cannot use are refused."""
+        own = self
+        if start := starting_model(task, self):
+            own = replace(self, **network_settings(self, start[1], self.pretrained))
+        if own.zoom > 1 and not task.refines:
             raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
-        if self.augment and self.augment not in (*task.augmentations, "none"):
-            raise PalmError(f"--augment {self.augment!r}: {task.name} has {', '.join(task.augmentations)} or none")
-        return TrainConfig(**{**asdict(self), "arch": self.arch or task.default_arch,
-                              "input_size": self.input_size or task.default_input_size,
-                              "geometry": self.geometry or task.default_geometry,
-                              "colour": self.colour or task.default_colour,
-                              "augment": self.augment or task.default_augment})
+        if own.augment and own.augment not in (*task.augmentations, "none"):
+            raise PalmError(f"--augment {own.augment!r}: {task.name} has {', '.join(task.augmentations)} or none")
+        return replace(own, arch=own.arch or task.default_arch, input_size=own.input_size or task.default_input_size,
+                       geometry=own.geometry or task.default_geometry, colour=own.colour or task.default_colour,
+                       augment=own.augment or task.default_augment)
+
+
+# What makes a network the one it is, with the value that leaves each to a default.
+NETWORK_SETTINGS = {"arch": "", "input_size": 0, "zoom": 1, "geometry": "", "colour": ""}
+
+
+def starting_model(task: Task, config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Fine-tuning: where ``--pretrained`` names a palm model of ``task`` (the shipped disc.pt,
+    say, to adapt it to one's own camera), the weights and meta the whole network starts from;
+    of an ensemble, member SEED mod N, so a recipe's seeds fine-tune one member each. None for
+    ``imagenet``, ``none``, bare weights and other tasks' models (the backbone switch,
+    ``models.pretrained``: a classifier's ResNet50 can start the fovea's)."""
+    path = Path(config.pretrained)
+    if config.pretrained in ("imagenet", "none") or not path.is_file():
+        return None
+    loaded = load_torch_file(path, "PyTorch weights file")
+    if not has_palm_record(loaded) or loaded["meta"].get("task") != task.name:
+        return None
+    members = unpack(checked(path, loaded, task.name))
+    return members[config.seed % len(members)]
+
+
+def network_settings(config: TrainConfig, meta: dict[str, Any], source: str) -> dict[str, Any]:
+    """The starting model's network settings; one the command sets otherwise is refused: the
+    weights were learned for the model's (left to its default, a setting is the model's)."""
+    clashes = [f"--{key.replace('_', '-')} {getattr(config, key)}" for key, unset in NETWORK_SETTINGS.items()
+               if getattr(config, key) not in (unset, meta.get(key, unset))]
+    if clashes:
+        shown = ", ".join(f"{key.replace('_', ' ')} {meta.get(key)}" for key in NETWORK_SETTINGS)
+        raise PalmError(f"--pretrained {source}: a model of {shown}; {', '.join(clashes)} differs: leave it "
+                        "out to fine-tune the model with the settings it learned")
+    return {key: meta.get(key, unset) for key, unset in NETWORK_SETTINGS.items()}
 
 
 def last_path(out: Path) -> Path:
@@ -93,7 +128,14 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     main_process = rank == 0
     generator = seed_everything(config.seed + rank)
 
-    model = task.build_model(config.arch, config.pretrained).to(device)
+    start = starting_model(task, config)
+    model = task.build_model(config.arch, "none" if start else config.pretrained)
+    if start:
+        model.load_state_dict(start[0])
+        if progress and main_process:
+            tqdm.write(f"fine-tuning {config.pretrained}: {config.arch}, {config.input_size} px, zoom {config.zoom}, "
+                       f"{config.geometry}, colour {config.colour}")
+    model = model.to(device)
     views = {"zoom": config.zoom, "geometry": config.geometry, "colour": config.colour}
     train_set = CaseDataset(task, train_cases, config.input_size, train=config.augment != "none",
                             progress=progress and main_process, augment=config.augment, **views)

@@ -37,10 +37,11 @@ def imagenet_state_dict(weights: WeightsEnum) -> dict[str, torch.Tensor]:
 
 
 def file_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local file: a bare state dict or a palm checkpoint."""
+    """A state dict from a local file: a bare state dict or a palm checkpoint (of another task:
+    the same task's is fine-tuned whole, ``train.starting_model``)."""
     path = Path(path)
     if not path.is_file():
-        raise PalmError(f"{path}: --pretrained must be 'imagenet', 'none' or an existing weights file")
+        raise PalmError(f"{path}: no such file; --pretrained takes 'imagenet', 'none', or an existing weights file or palm model")
     state = load_torch_file(path, "PyTorch weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

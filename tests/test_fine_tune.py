@@ -79,3 +79,18 @@ def test_a_recipe_fine_tunes_each_seed_from_its_member():
     trains = [line for line in lines if line[0] == "train"]
     assert [line[line.index("--seed") + 1] for line in trains] == ["0", "1", "2"]
     assert all(line[line.index("--pretrained") + 1] == "models/disc.pt" for line in trains)
+
+
+def test_the_joint_fovea_model_fine_tunes_on_a_palm_release_layout(synth_example, tmp_path):
+    """The PALM release's fovea sheet and Disc_Masks (the synthetic example's layout) teach a
+    shipped joint fovea model PALM's camera: `palm train fovea --pretrained fovea.pt` end to end."""
+    common = ["--data", str(synth_example), "--epochs", "1", "--batch-size", "4", "--val-fraction", "0"]
+    shipped = CliRunner().invoke(main, ["train", "fovea", *common, "--pretrained", "none", "--arch", "disc-fovea-heatmaps",
+                                        "--input-size", "64", "--augment", "none", "--out", str(tmp_path / "fovea.pt")])
+    assert shipped.exit_code == 0, shipped.output
+    tuned = CliRunner().invoke(main, ["train", "fovea", *common, "--pretrained", str(tmp_path / "fovea.pt"),
+                                      "--out", str(tmp_path / "fovea-palm.pt")])
+    assert tuned.exit_code == 0, tuned.output
+    meta = load_checkpoint(tmp_path / "fovea-palm.pt", task="fovea")["meta"]
+    assert (meta["arch"], meta["input_size"]) == ("disc-fovea-heatmaps", 64)  # the shipped model's, not the defaults
+    assert meta["train_cases"] == 8

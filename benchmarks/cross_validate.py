@@ -181,9 +181,9 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     extra_cases = [c for c in read_cases(extra_test).cases if task_.scorable(c)] if extra_test else []
     disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
     config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, geometry=geometry,
-                         colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                         augment=augment).resolved(task_)
-    fine_tuning = starting_model(task_, config) is not None
+                         colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, augment=augment)
+    start = starting_model(task_, config)
+    config, fine_tuning = config.resolved(task_, start), start is not None
     stem = (f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
             f"-{config.geometry}-{config.colour}" + ("" if config.augment == "standard" else f"-{config.augment}")
             + (f"-from-{Path(pretrained).stem}" if fine_tuning else ""))

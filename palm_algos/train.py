@@ -35,6 +35,10 @@ from .tasks import IMAGENET_MEAN, IMAGENET_STD, Task
 from .torchfile import load_torch_file
 
 
+# Fine-tuning's starting point: the weights and the meta of one palm model.
+StartingModel = tuple[dict[str, torch.Tensor], dict[str, Any]]
+
+
 @dataclass
 class TrainConfig:
     arch: str = ""  # empty: the task's default (the paper's network)
@@ -53,11 +57,12 @@ class TrainConfig:
     colour: str = ""  # fov.COLOURS: "standardise" | "local" | "equalise" | "none"; empty: the task's default
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def resolved(self, task: Task) -> "TrainConfig":
-        """The task's defaults filled in (a model fine-tuned keeps its network's settings);
-        settings the task cannot use are refused."""
+    def resolved(self, task: Task, start: StartingModel | None = None) -> "TrainConfig":
+        """The task's defaults filled in (a model fine-tuned keeps its network's settings:
+        ``start``, where the caller has it loaded already, else looked up); settings the task
+        cannot use are refused."""
         own = self
-        if start := starting_model(task, self):
+        if start := start or starting_model(task, self):
             own = replace(self, **network_settings(self, start[1], self.pretrained))
         if own.zoom > 1 and not task.refines:
             raise PalmError("--zoom is for fovea and disc: a classifier has no region to refine")
@@ -72,7 +77,7 @@ class TrainConfig:
 NETWORK_SETTINGS = {"arch": "", "input_size": 0, "zoom": 1, "geometry": "", "colour": ""}
 
 
-def starting_model(task: Task, config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def starting_model(task: Task, config: TrainConfig) -> StartingModel | None:
     """Fine-tuning: where ``--pretrained`` names a palm model of ``task`` (the shipped disc.pt,
     say, to adapt it to one's own camera), the weights and meta the whole network starts from;
     of an ensemble, member SEED mod N, so a recipe's seeds fine-tune one member each. None for
@@ -118,7 +123,8 @@ def seed_everything(seed: int) -> torch.Generator:
 def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: TrainConfig, out: Path,
           resume: bool = False, progress: bool = True, keep_last: bool = False) -> dict[str, Any]:
     """Train ``task`` and write checkpoints; returns {"best": metrics, "history": [...]}."""
-    config = config.resolved(task)
+    start = starting_model(task, config)  # read once: its settings and its weights are one file's
+    config = config.resolved(task, start)
     train_cases = [c for c in train_cases if task.learns_from(c, config.arch)]
     val_cases = [c for c in val_cases if task.scorable(c)]
     if not train_cases:
@@ -128,7 +134,6 @@ def train(task: Task, train_cases: list[Case], val_cases: list[Case], config: Tr
     main_process = rank == 0
     generator = seed_everything(config.seed + rank)
 
-    start = starting_model(task, config)
     model = task.build_model(config.arch, "none" if start else config.pretrained)
     if start:
         model.load_state_dict(start[0])

@@ -113,6 +113,17 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
     return not reuse and not (resume and len(epochs_done(ckpt)) == config.epochs and ckpt.is_file())
 
 
+def seed_paths(workdir: Path, fold_stem: str, seeds: int) -> list[Path]:
+    """Where a fold's seed ensemble keeps its models. Seed 0 is the same training as the fold's
+    single model (the same cases, settings and seed), so where the workdir holds that one it
+    serves as seed 0: ``--seeds N --resume`` after a single-model run trains N-1 models a fold."""
+    paths = [workdir / f"{fold_stem}-seed{j}.pt" for j in range(seeds)]
+    single = workdir / f"{fold_stem}.pt"
+    if not paths[0].is_file() and single.is_file():
+        paths[0] = single
+    return paths
+
+
 @click.command()
 @click.argument("task", required=False)
 @click.option("--recipe", "recipe_name", help="Run a named cv-* recipe of palm_algos/recipes.toml; options given here win over it.")
@@ -131,7 +142,8 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
 @click.option("--members", default=1, help="> 1: each fold's model is the ensemble of the MEMBERS models that "
                                           "`palm train --folds MEMBERS` trains on the fold's training part.")
 @click.option("--seeds", default=1, help="> 1: each fold's model is the ensemble of SEEDS models, each trained on all "
-                                        "of the fold's training part with its own seed (SEED, SEED+1, ...).")
+                                        "of the fold's training part with its own seed (SEED, SEED+1, ...); with "
+                                        "--resume, a single-model run's fold model in --workdir serves as the first.")
 @click.option("--only-folds", default="", help="Comma-separated fold numbers to run (default: all); the record "
                                               "then holds those folds only.")
 @click.option("--epochs", default=12)
@@ -200,7 +212,8 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
             continue
         t0 = time.time()
         if size > 1:
-            paths = [workdir / f"{stem}-fold{k}-{'member' if members > 1 else 'seed'}{j}.pt" for j in range(size)]
+            paths = ([workdir / f"{stem}-fold{k}-member{j}.pt" for j in range(size)] if members > 1
+                     else seed_paths(workdir, f"{stem}-fold{k}", size))
             if members > 1:  # as `palm train --folds`: each member keeps its best epoch on its inner fold
                 plans = [(inner_tr, inner_va, config) for inner_tr, inner_va in kfold_splits(task_, tr, members, seed)]
             else:  # as train_final.sh's seed ensembles: all the training part, the last epoch, another seed

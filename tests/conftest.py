@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from palm_algos.synth import write_palm_example
@@ -51,3 +54,16 @@ def drions(shared_data) -> Path:
 def synth_example(tmp_path_factory) -> Path:
     """A PALM-shaped synthetic folder: 8 cases at 256x256 (images/, labels.csv, Disc_Masks/)."""
     return write_palm_example(tmp_path_factory.mktemp("synth") / "example", count=8, size=(256, 256), seed=0)
+
+
+@pytest.fixture(scope="session")
+def cross_validate() -> click.Command:
+    """benchmarks/cross_validate.py's command, loaded as `python benchmarks/cross_validate.py`
+    runs it (beside its sibling module stamp)."""
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(benchmarks) not in sys.path:
+        sys.path.insert(0, str(benchmarks))
+    spec = importlib.util.spec_from_file_location("cross_validate", benchmarks / "cross_validate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

@@ -5,7 +5,6 @@ trained before the recipes were data (the same `palm` commands, compared as pars
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 import stat
@@ -49,15 +48,6 @@ TRAIN_FINAL_BEFORE = {
 }
 
 
-def cross_validate() -> click.Command:
-    if str(ROOT / "benchmarks") not in sys.path:  # as `python benchmarks/cross_validate.py` has it: it imports stamp
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("cross_validate", ROOT / "benchmarks" / "cross_validate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def parsed(command: click.Command, line: list[str]) -> dict:
     """The parameters ``command`` would run with, as its parser reads ``line``."""
     return command.make_context(command.name or "cross_validate", list(line)).params
@@ -95,12 +85,12 @@ def test_options_on_the_command_line_win_over_the_recipe():
     assert lines[-1] == ["ensemble", "--out", "m/disc.pt", "m/disc-seed0.pt", "m/disc-seed1.pt", "m/disc-seed2.pt"]
 
 
-def test_every_recipe_is_a_command_line_its_reader_accepts():
+def test_every_recipe_is_a_command_line_its_reader_accepts(cross_validate):
     """final-* and quick-* are palm train's (each seed and the ensemble a palm command); cv-* are
     cross_validate.py's; data folders below the data root; augment styles the task has."""
     from palm_algos.tasks import get_task
 
-    cv = cross_validate()
+    cv = cross_validate
     for name, recipe in RECIPES.items():
         assert recipe["task"] in TASKS and isinstance(recipe["data"], list), name
         assert recipe.get("augment", "standard") in get_task(recipe["task"]).augmentations, name

@@ -80,8 +80,12 @@ def test_checkpoint_round_trip_and_refusal(tmp_path):
     with pytest.raises(CheckpointError, match="trained for 'classification', not 'disc'"):
         load_checkpoint(tmp_path / "c.pt", task="disc")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pt: not a readable palm checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable palm checkpoint") as refused:
         load_checkpoint(tmp_path / "junk.pt")
+    assert "weights_only" not in str(refused.value)  # torch's advice to load unsafely is not passed on
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "c.pt").read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match=r"cut.pt: not a readable palm checkpoint \(PytorchStreamReader [^.]*\)$"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_pretrained_switch(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ model does on a camera it never saw (the protocol of docs/RESULTS.md's per-sourc
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -113,6 +114,13 @@ def to_train(ckpt: Path, config: TrainConfig, reuse: bool, resume: bool) -> bool
     return not reuse and not (resume and len(epochs_done(ckpt)) == config.epochs and ckpt.is_file())
 
 
+def fewer(cases: list, count: int, seed: int) -> list:
+    """``count`` of ``cases``, the first of one fixed shuffle: a smaller count's are among a larger's."""
+    if count > len(cases):
+        raise click.UsageError(f"--train-cases {count}: a fold has {len(cases)} training photographs")
+    return random.Random(seed).sample(cases, len(cases))[:count]
+
+
 def seed_paths(workdir: Path, fold_stem: str, seeds: int) -> list[Path]:
     """Where a fold's seed ensemble keeps its models. Seed 0 is the same training as the fold's
     single model (the same cases, settings and seed), so where the workdir holds that one it
@@ -156,6 +164,8 @@ def seed_paths(workdir: Path, fold_stem: str, seeds: int) -> list[Path]:
 @click.option("--arch", default="")
 @click.option("--augment", default="", help="The task's augmentation style (default: the task's; palm train --help).")
 @click.option("--seed", default=0)
+@click.option("--train-cases", default=0, help="> 0: each fold learns from this many of its training photographs "
+              "only (a fixed shuffle per fold, so 4 are among the 8): how many a user must annotate.")
 @click.option("--pretrained", default="none", show_default=True,
               help="As palm train's: a palm model here fine-tunes it on each fold's training part (one's own camera).")
 @click.option("--workdir", default="runs/cv", type=click.Path(path_type=Path))
@@ -169,7 +179,7 @@ def seed_paths(workdir: Path, fold_stem: str, seeds: int) -> list[Path]:
 @click.option("--out", type=click.Path(path_type=Path))
 @click.pass_context
 def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_test, disc_centre_test, folds, members, seeds, only_folds,
-         epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, pretrained, workdir, reuse, resume, camera_shift, note, out):
+         epochs, input_size, zoom, geometry, colour, batch_size, lr, arch, augment, seed, train_cases, pretrained, workdir, reuse, resume, camera_shift, note, out):
     """Every variant is scored from the same fold models: the single model (for an ensemble,
     each member, averaged), the ensemble, and both with flip TTA; the recipe is the largest
     model with TTA as the task's default has it (what `palm predict` runs)."""
@@ -189,6 +199,8 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     splits = ([([c for j, other in enumerate(sources) if j != k for c in other], source)
                for k, source in enumerate(sources)] if by_source else kfold_splits(task_, cases, folds, seed))
     learn_only = [c for folder in also_train for c in read_cases(folder).cases if task_.usable(c)]
+    if train_cases:
+        splits = [(fewer(tr, train_cases, seed + k), va) for k, (tr, va) in enumerate(splits)]
     splits = [(tr + learn_only, va) for tr, va in splits]
     extra_cases = [c for c in read_cases(extra_test).cases if task_.scorable(c)] if extra_test else []
     disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
@@ -198,7 +210,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     config, fine_tuning = config.resolved(task_, start), start is not None
     stem = (f"{task}-{config.arch}-{config.input_size}px-{config.epochs}ep-zoom{config.zoom}"
             f"-{config.geometry}-{config.colour}" + ("" if config.augment == "standard" else f"-{config.augment}")
-            + (f"-from-{Path(pretrained).stem}" if fine_tuning else ""))
+            + (f"-from-{Path(pretrained).stem}" if fine_tuning else "") + (f"-{train_cases}cases" if train_cases else ""))
     oof_cases, oof_pred, fold_records, extra = [], defaultdict(list), [], defaultdict(list)
     # the variant that is the recipe: the largest model, with TTA as palm predict runs it by default
     if members > 1 and seeds > 1:
@@ -207,6 +219,8 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     recipe = ("ensemble" if size > 1 else "single") + ("+tta" if task_.tta_default else "")
     started = time.time()
     chosen = {int(k) for k in only_folds.split(",") if k.strip()}
+    if chosen - set(range(len(splits))):
+        raise click.UsageError(f"--only-folds {only_folds}: the folds are 0 to {len(splits) - 1}")
     for k, (tr, va) in enumerate(splits):
         if chosen and k not in chosen:
             continue
@@ -248,7 +262,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
         recipe_model = variants[recipe]
         centres = {d: disc_centre_errors(recipe_model, cs) for d, cs in disc_sources.items()}
         shifts = shift_scores(recipe_model, va) if camera_shift else {}
-        fold_records.append({**({"disc_centre": centres} if centres else {}), **({"camera_shift": shifts} if shifts else {}), "fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "cases": len(va), **scores[recipe],
+        fold_records.append({**({"disc_centre": centres} if centres else {}), **({"camera_shift": shifts} if shifts else {}), "fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "trained_on": len(tr), "cases": len(va), **scores[recipe],
                              "variants": {n: v for n, v in scores.items() if n != recipe}})
         print(json.dumps(fold_records[-1], default=float), flush=True)
         oof_cases += va
@@ -260,7 +274,8 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
         "task": task, "data": [str(d) for d in data] if len(data) > 1 else str(data[0]),
         **({"also_train": [str(d) for d in also_train]} if also_train else {}),
         "folds": "leave-one-source-out" if by_source else folds, "members": members, **({"seeds": seeds} if seeds > 1 else {}),
-        **({"only_folds": sorted(chosen)} if chosen else {}), **({"note": note} if note else {}),
+        **({"only_folds": sorted(chosen)} if chosen else {}), **({"train_cases": train_cases} if train_cases else {}),
+        **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
         "cross_validated": pooled[recipe],
         "recipe_variant": recipe,

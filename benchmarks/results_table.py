@@ -182,16 +182,19 @@ def fine_tuning() -> list[str]:
     for r in runs("fine-tune-"):
         before = "before fine-tuning" + ("+tta" if r["recipe_variant"].endswith("+tta") else "")
         kept = r.get("extra_test")
-        rows.append([recipe(r), _source_name(r["data"]), f"{r['folds']} folds, {r['cross_validated']['cases']} photographs",
+        total = r["cross_validated"]["cases"]
+        learned = sorted({f.get("trained_on", total - f["cases"]) for f in r["per_fold"]})
+        rows.append([recipe(r), _source_name(r["data"]), "-".join(map(str, (learned[0], learned[-1])[:len(learned)])),
+                     f"{r['folds']} folds, {total} photographs",
                      dice(r["variants"][before]), dice(r["cross_validated"]),
                      f"{_source_name(kept['data'])}: {kept['variants'][before]['dice']['mean']:.4f} -> "
                      f"{kept['variants'][r['recipe_variant']]['dice']['mean']:.4f}" if kept else "–",
                      minutes(r), record_cell(r)])
     intro = ("One's own camera: a model that never saw a source's photographs, fine-tuned (`palm train --pretrained "
-             "MODEL.pt`) on each fold's share of them and scored on the rest; *before* is the same model on the same "
+             "MODEL.pt`) on each fold's share of them (all of it, or some: `--train-cases`) and scored on the rest; *before* is the same model on the same "
              "held-out photographs, untouched. Dice, pooled over the folds. *Kept* is the mean Dice on a source the "
              "model learned before, untouched -> fine-tuned (the mean over the fold models): what fine-tuning kept.")
-    return section("Other cameras: fine-tuning on a few photographs of one's own", ["recipe", "camera", "held out",
+    return section("Other cameras: fine-tuning on a few photographs of one's own", ["recipe", "camera", "fine-tuned on, a fold", "held out",
                    "before fine-tuning", "fine-tuned", "kept", FOLD_TIME, RECORD], rows, intro)
 
 

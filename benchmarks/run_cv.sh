@@ -19,7 +19,7 @@ for t in ${@:-classification disc fovea speed}; do
       [ -f runs/ft/disc-unseen-drions.pt ] || palm train disc --data "$DATA/drishti-gs1/Training" --data "$DATA/idrid" \
         --pretrained none --geometry fov --colour local --input-size 256 --zoom 2 --epochs 15 --batch-size 8 \
         --val-fraction 0 --seed 0 --out runs/ft/disc-unseen-drions.pt
-      runs cv-disc-fine-tune-drions ;;
+      runs cv-disc-fine-tune-drions cv-disc-fine-tune-drions-4 cv-disc-fine-tune-drions-8 ;;
     fovea)
       runs cv-fovea-vgg19-fused cv-fovea-vgg19 cv-fovea-resnet50 cv-fovea-vgg19-fused-zoom2 \
            cv-fovea-heatmaps-ensemble cv-fovea-heatmaps cv-fovea-heatmaps-seed1 cv-fovea-heatmaps-zoom2 \

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
-import click
 import pytest
 
 from palm_algos.synth import write_palm_example
@@ -57,13 +57,13 @@ def synth_example(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cross_validate() -> click.Command:
-    """benchmarks/cross_validate.py's command, loaded as `python benchmarks/cross_validate.py`
-    runs it (beside its sibling module stamp)."""
+def cross_validate() -> ModuleType:
+    """benchmarks/cross_validate.py, loaded as `python benchmarks/cross_validate.py` runs it
+    (beside its sibling module stamp); its command is ``.main``."""
     benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
     if str(benchmarks) not in sys.path:
         sys.path.insert(0, str(benchmarks))
     spec = importlib.util.spec_from_file_location("cross_validate", benchmarks / "cross_validate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module

@@ -3,16 +3,21 @@ decides which fold models are trained and which are reused."""
 
 import json
 from pathlib import Path
+from types import ModuleType
 
-import click
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 
-def run(cross_validate: click.Command, tmp_path: Path, data: Path, out: str, *extra: str) -> dict:
-    result = CliRunner().invoke(cross_validate, [
+def invoke(cross_validate: ModuleType, tmp_path: Path, data: Path, out: str, *extra: str) -> Result:
+    """Two folds of a classifier at 32 px, one epoch."""
+    return CliRunner().invoke(cross_validate.main, [
         "classification", "--data", str(data), "--folds", "2", "--epochs", "1", "--input-size", "32",
         "--batch-size", "4", "--pretrained", "none", "--workdir", str(tmp_path / "work"),
         "--out", str(tmp_path / out), *extra])
+
+
+def run(cross_validate: ModuleType, tmp_path: Path, data: Path, out: str, *extra: str) -> dict:
+    result = invoke(cross_validate, tmp_path, data, out, *extra)
     assert result.exit_code == 0, result.output
     return json.loads((tmp_path / out).read_text())
 
@@ -32,3 +37,24 @@ def test_a_seed_ensemble_resumed_after_a_single_model_run_takes_its_models_as_se
     assert len(list((tmp_path / "work").glob("*-fold?-seed1.pt"))) == 2
     for before, after in zip(single["per_fold"], seeds["per_fold"]):
         assert after["variants"]["member0"]["auc"] == before["auc"]
+
+
+def test_train_cases_cuts_each_folds_training_part_to_nested_subsets(cross_validate, synth_example, tmp_path):
+    """--train-cases N: each fold learns from N of its training photographs, is scored on all its
+    held-out ones, and keeps its models apart from a run on all of them."""
+    record = run(cross_validate, tmp_path, synth_example, "three.json", "--train-cases", "3")
+    assert record["train_cases"] == 3
+    assert [f["trained_on"] for f in record["per_fold"]] == [3, 3]
+    assert sum(f["cases"] for f in record["per_fold"]) == 8
+    assert len(list((tmp_path / "work").glob("*-3cases-fold?.pt"))) == 2
+
+    cases = list(range(12))
+    assert set(cross_validate.fewer(cases, 4, seed=1)) <= set(cross_validate.fewer(cases, 8, seed=1))
+
+
+def test_impossible_counts_and_folds_are_one_line(cross_validate, synth_example, tmp_path):
+    for extra, problem in ((["--train-cases", "9"], "--train-cases 9: a fold has 4 training photographs"),
+                           (["--only-folds", "5"], "--only-folds 5: the folds are 0 to 1")):
+        result = invoke(cross_validate, tmp_path, synth_example, "r.json", *extra)
+        assert result.exit_code == 2 and problem in result.output, result.output
+        assert not (tmp_path / "r.json").exists()

@@ -90,7 +90,7 @@ def test_every_recipe_is_a_command_line_its_reader_accepts(cross_validate):
     cross_validate.py's; data folders below the data root; augment styles the task has."""
     from palm_algos.tasks import get_task
 
-    cv = cross_validate
+    cv = cross_validate.main
     for name, recipe in RECIPES.items():
         assert recipe["task"] in TASKS and isinstance(recipe["data"], list), name
         assert recipe.get("augment", "standard") in get_task(recipe["task"]).augmentations, name

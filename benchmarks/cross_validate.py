@@ -217,6 +217,9 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
         raise SystemExit("--members and --seeds are two kinds of ensemble: give one")
     size = max(members, seeds)
     recipe = ("ensemble" if size > 1 else "single") + ("+tta" if task_.tta_default else "")
+    # the model before fine-tuning, on each fold's held-out photographs: what fine-tuning gained
+    before = ({"before fine-tuning": Predictor.load(pretrained, task=task, tta=False),
+               "before fine-tuning+tta": Predictor.load(pretrained, task=task, tta=True)} if fine_tuning else {})
     started = time.time()
     chosen = {int(k) for k in only_folds.split(",") if k.strip()}
     if chosen - set(range(len(splits))):
@@ -249,9 +252,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
             seconds = trained_seconds(ckpt, config) if reuse or resume else time.time() - t0
             variants = {"single": Predictor.load(ckpt, task=task, tta=False),
                         "single+tta": Predictor.load(ckpt, task=task, tta=True)}
-        if fine_tuning:  # the model before fine-tuning, on the same held-out photographs: what fine-tuning gained
-            variants.update({"before fine-tuning": Predictor.load(pretrained, task=task, tta=False),
-                             "before fine-tuning+tta": Predictor.load(pretrained, task=task, tta=True)})
+        variants.update(before)
         scores = {}
         for name, predictor in variants.items():
             predictions = [predictor.predict(c.image) for c in va]

@@ -184,7 +184,7 @@ def fine_tuning() -> list[str]:
         kept = r.get("extra_test")
         total = r["cross_validated"]["cases"]
         learned = sorted({f.get("trained_on", total - f["cases"]) for f in r["per_fold"]})
-        rows.append([recipe(r), _source_name(r["data"]), "-".join(map(str, (learned[0], learned[-1])[:len(learned)])),
+        rows.append([recipe(r), _source_name(r["data"]), f"{learned[0]}-{learned[-1]}" if len(learned) > 1 else str(learned[0]),
                      f"{r['folds']} folds, {total} photographs",
                      dice(r["variants"][before]), dice(r["cross_validated"]),
                      f"{_source_name(kept['data'])}: {kept['variants'][before]['dice']['mean']:.4f} -> "

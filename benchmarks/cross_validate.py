@@ -14,7 +14,9 @@ or a named recipe of palm_algos/recipes.toml (the runs behind docs/RESULTS.md; r
 
 With several ``--data`` folders (sources: cameras), the folds pool their cases; with
 ``--leave-one-source-out`` each fold is one source instead, trained on all the others: how a
-model does on a camera it never saw (the protocol of docs/RESULTS.md's per-source table).
+model does on a camera it never saw (the protocol of docs/RESULTS.md's per-source table). A
+source the task cannot score but that marks the optic disc (IDRiD's disc centres for a disc
+model) is scored by where the model puts the disc (``disc_centre_errors``).
 """
 
 from __future__ import annotations
@@ -69,18 +71,31 @@ def _score_disc(cases, masks) -> dict:
 SCORES = {"classification": _score_classification, "fovea": _score_fovea, "disc": _score_disc}
 
 
+def marks_disc(case) -> bool:
+    return case.disc_centre is not None or case.disc_mask is not None
+
+
 def disc_centre_errors(predictor: Predictor, cases) -> dict:
-    """The joint fovea model's disc-centre estimate (its second point) against the centroid of
-    each case's disc mask: how well it finds discs on cameras it never trained on."""
+    """Where the model puts the optic disc against where it is (the markup, else the centroid of
+    the disc mask), as a share of the image size: how well it finds discs on cameras it never
+    trained on. The joint fovea model's disc is its second point; a disc model's, the centroid
+    of its mask ((0, 0) where it finds none), which also counts the true centres on its disc."""
     from palm_algos.tasks import _mask_centre
 
-    found, truth, sizes = [], [], []
+    found, truth, sizes, on_disc = [], [], [], []
     for case in cases:
-        found.append(predictor.predict_with_disc(case.image)[1])
-        truth.append(_mask_centre(case))
+        prediction, centre = predictor.predict_with_disc(case.image)
+        truth.append(case.disc_centre or _mask_centre(case))
         sizes.append(case.size)
+        if centre is None:  # a disc mask in original pixels
+            rows, cols = np.nonzero(prediction)
+            centre = (cols.mean(), rows.mean()) if rows.size else (0.0, 0.0)
+            x, y = (min(max(round(v), 0), n - 1) for v, n in zip(truth[-1], case.size))
+            on_disc.append(bool(prediction[y, x]))
+        found.append(centre)
     norm = metrics.normalised_fovea_distances(found, truth, sizes)
-    return {"distance_normalised": metrics.summary(norm), "beyond_0.05": int((norm > 0.05).sum()), "cases": len(cases)}
+    return {"distance_normalised": metrics.summary(norm), "beyond_0.05": int((norm > 0.05).sum()),
+            **({"on_disc": int(sum(on_disc))} if on_disc else {}), "cases": len(cases)}
 
 
 def score(task: str, cases, predictions) -> dict:
@@ -190,20 +205,28 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
     if not task or not data or not out:
         raise click.UsageError("give TASK, --data and --out (or a --recipe)")
     task_ = get_task(task)
-    sources = [[c for c in read_cases(folder).cases if task_.scorable(c)] for folder in data]
+    tables = [read_cases(folder).cases for folder in data]
+    sources = [[c for c in table if task_.scorable(c)] for table in tables]
     cases = [c for source in sources for c in source]
     if camera_shift and task not in SHIFT_SCORES:
         raise click.UsageError(f"--camera-shift moves each case's truth with the pixels: give one of {', '.join(SHIFT_SCORES)}")
     if by_source and len(sources) < 2:
         raise SystemExit("--leave-one-source-out needs two or more --data sources")
-    splits = ([([c for j, other in enumerate(sources) if j != k for c in other], source)
-               for k, source in enumerate(sources)] if by_source else kfold_splits(task_, cases, folds, seed))
+    if not cases:
+        raise SystemExit(f"no --data source has {task} truth to score")
+    # a source left out is scored on its task's truth, or, where it has none, on where its discs are
+    splits = ([([c for j, other in enumerate(tables) if j != k for c in other if task_.usable(c)],
+                sources[k] or [c for c in table if marks_disc(c)]) for k, table in enumerate(tables)]
+              if by_source else kfold_splits(task_, cases, folds, seed))
     learn_only = [c for folder in also_train for c in read_cases(folder).cases if task_.usable(c)]
     if train_cases:
         splits = [(fewer(tr, train_cases, seed + k), va) for k, (tr, va) in enumerate(splits)]
     splits = [(tr + learn_only, va) for tr, va in splits]
     extra_cases = [c for c in read_cases(extra_test).cases if task_.scorable(c)] if extra_test else []
     disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
+    disc_only = {k for k, source in enumerate(sources) if not source} if by_source else set()  # scored on where the disc is
+    if empty := [str(data[k]) for k in disc_only if not splits[k][1]]:
+        raise SystemExit(f"{empty[0]}: nothing a {task} model can be scored on (no {task} truth, no disc marked)")
     config = TrainConfig(arch=arch, pretrained=pretrained, input_size=input_size, zoom=zoom, geometry=geometry,
                          colour=colour, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, augment=augment)
     start = starting_model(task_, config)
@@ -255,6 +278,9 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
         variants.update(before)
         scores = {}
         for name, predictor in variants.items():
+            if k in disc_only:
+                scores[name] = disc_centre_errors(predictor, va)
+                continue
             predictions = [predictor.predict(c.image) for c in va]
             oof_pred[name] += predictions
             scores[name] = score(task, va, predictions)
@@ -262,13 +288,13 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
                 extra[name].append(score(task, extra_cases, [predictor.predict(c.image) for c in extra_cases]))
         recipe_model = variants[recipe]
         centres = {d: disc_centre_errors(recipe_model, cs) for d, cs in disc_sources.items()}
-        shifts = shift_scores(recipe_model, va) if camera_shift else {}
+        shifts = shift_scores(recipe_model, va) if camera_shift and k not in disc_only else {}
         fold_records.append({**({"disc_centre": centres} if centres else {}), **({"camera_shift": shifts} if shifts else {}), "fold": k, **({"source": str(data[k])} if by_source else {}), "train_seconds": round(seconds, 1), "trained_on": len(tr), "cases": len(va), **scores[recipe],
                              "variants": {n: v for n, v in scores.items() if n != recipe}})
         print(json.dumps(fold_records[-1], default=float), flush=True)
-        oof_cases += va
+        oof_cases += [] if k in disc_only else va
     pooled = {name: score(task, oof_cases, predictions) for name, predictions in oof_pred.items()}
-    if size > 1:  # the single model: each member index pooled over the folds, then their mean
+    if size > 1 and pooled:  # the single model: each member index pooled over the folds, then their mean
         pooled = {"single (mean member)": _mean_scores([pooled.pop(f"member{j}") for j in range(size)]), **pooled}
         extra = {"single (mean member)": sum((extra.pop(f"member{j}") for j in range(size)), []), **extra} if extra else extra
     record = {
@@ -278,7 +304,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
         **({"only_folds": sorted(chosen)} if chosen else {}), **({"train_cases": train_cases} if train_cases else {}),
         **({"note": note} if note else {}),
         "config": {k: v for k, v in vars(config).items() if k != "extra"},
-        "cross_validated": pooled[recipe],
+        "cross_validated": pooled.get(recipe, {}),  # none where only a disc-centre fold ran
         "recipe_variant": recipe,
         "variants": pooled,
         "per_fold": fold_records,

@@ -58,3 +58,40 @@ def test_impossible_counts_and_folds_are_one_line(cross_validate, synth_example,
         result = invoke(cross_validate, tmp_path, synth_example, "r.json", *extra)
         assert result.exit_code == 2 and problem in result.output, result.output
         assert not (tmp_path / "r.json").exists()
+
+
+def write_centres_only(folder: Path, count: int = 4) -> Path:
+    """An IDRiD-shaped folder: photographs whose optic disc is marked by its centre only."""
+    from PIL import Image
+
+    from palm_algos.synth import synth_case
+
+    (folder / "images").mkdir(parents=True)
+    fovea, disc = ["Image No,X- Coordinate,Y - Coordinate"], ["Image No,X- Coordinate,Y - Coordinate"]
+    for i in range(count):
+        case = synth_case(500 + i, (256, 256))
+        name = f"IDRiD_{i + 1:03d}"
+        Image.fromarray(case.image).save(folder / "images" / f"{name}.jpg", quality=92)
+        rows, cols = case.disc.nonzero()
+        fovea.append(f"{name},{case.fovea[0]:.0f},{case.fovea[1]:.0f}")
+        disc.append(f"{name},{cols.mean():.0f},{rows.mean():.0f}")
+    (folder / "IDRiD_Fovea_Center_Markups.csv").write_text("\n".join(fovea) + "\n")
+    (folder / "IDRiD_OD_Center_Markups.csv").write_text("\n".join(disc) + "\n")
+    return folder
+
+
+def test_a_source_marking_disc_centres_only_is_left_out_and_scored_on_where_the_disc_is(cross_validate, synth_example, tmp_path):
+    """Leave one source out for the disc: the masked source is scored by Dice, having learned
+    the centres; the centres-only source (IDRiD's kind) by where the model's disc lies."""
+    centres = write_centres_only(tmp_path / "centres")
+    result = CliRunner().invoke(cross_validate.main, [
+        "disc", "--data", str(synth_example), "--data", str(centres), "--leave-one-source-out",
+        "--epochs", "1", "--input-size", "64", "--batch-size", "4", "--pretrained", "none",
+        "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "loso.json")])
+    assert result.exit_code == 0, result.output
+    masked, centred = json.loads((tmp_path / "loso.json").read_text())["per_fold"]
+    discs = sum(1 for m in (synth_example / "Disc_Masks").glob("*.bmp"))
+    assert (masked["trained_on"], masked["cases"]) == (4, discs) and 0 <= masked["dice"]["mean"] <= 1
+    assert (centred["trained_on"], centred["cases"]) == (discs, 4) and "dice" not in centred
+    assert centred["distance_normalised"]["mean"] >= 0 and 0 <= centred["on_disc"] <= 4
+    assert centred["beyond_0.05"] <= 4 and centred["source"] == str(centres)

@@ -16,3 +16,23 @@ def clean_disc(mask: np.ndarray) -> np.ndarray:
         sizes[0] = 0
         mask = labels == sizes.argmax()
     return ndimage.binary_fill_holes(mask)
+
+
+# A disc is an ellipse whose long axis is at most about twice its short one (a tilted myopic
+# disc; most are within 1.3), so no part of it lies further from the centre of its widest
+# inscribed circle than DISC_REACH times that circle's radius.
+DISC_REACH = 2.0
+
+
+def trim_lobes(disc: np.ndarray, reach: float = DISC_REACH) -> np.ndarray:
+    """A cleaned disc mask less what reaches further than ``reach`` inscribed radii from its
+    widest point: on a camera it never saw, a disc model can run on along the bright nerve-fibre
+    layer beside a vessel arcade (IDRiD, docs/RESULTS.md), a lobe no disc has. The largest
+    region left is kept; a disc-shaped mask is left as it is."""
+    if not disc.any():
+        return disc
+    depth = ndimage.distance_transform_edt(disc)
+    row, col = np.unravel_index(depth.argmax(), depth.shape)
+    rows, cols = np.ogrid[: disc.shape[0], : disc.shape[1]]
+    near = (rows - row) ** 2 + (cols - col) ** 2 <= (reach * depth.max()) ** 2
+    return disc if near[disc].all() else clean_disc(disc & near)

@@ -668,16 +668,16 @@ class DiscTask(Task):
 
     def decode(self, output, frame):
         from .fov import paste
-        from .postprocess import clean_disc
+        from .postprocess import clean_disc, trim_lobes
 
-        # Clean up at the model's resolution, where it is cheap, then push the probabilities
-        # to the kept side of 0.5: bilinear upsampling then adds no region and no hole. The
-        # frame's box is resampled to whole original pixels and pasted into the image. The
+        # Clean up (one region, no holes, no lobe that no disc has) at the model's resolution,
+        # where it is cheap, then push the probabilities to the kept side of 0.5: bilinear
+        # upsampling then adds no region and no hole. The frame's box is resampled to whole original pixels and pasted into the image. The
         # upsampling and threshold run where the output is (the GPU): only the mask's bytes
         # cross to the host.
         frame = as_frame(frame)
         prob = output.float().softmax(0)[1]
-        keep = torch.from_numpy(clean_disc(prob.cpu().numpy() > 0.5)).to(prob.device)
+        keep = torch.from_numpy(trim_lobes(clean_disc(prob.cpu().numpy() > 0.5))).to(prob.device)
         prob = torch.where(keep, prob.clamp(min=0.51), prob.clamp(max=0.49))
         box = (max(1, round(frame.height)), max(1, round(frame.width)))
         prob = F.interpolate(prob[None, None], size=box, mode="bilinear", align_corners=False)

@@ -15,7 +15,7 @@ from PIL import Image
 from palm_algos.cases import Case, read_cases
 from palm_algos.cli import main
 from palm_algos.imageio import write_mha_image
-from palm_algos.postprocess import clean_disc
+from palm_algos.postprocess import DISC_REACH, clean_disc, trim_lobes
 from palm_algos.tasks import get_task, soft_dice_loss
 from palm_algos.train import TrainConfig, train
 from palm_algos.writers import write_disc_masks, write_gc_mask
@@ -71,6 +71,21 @@ def test_postprocessing_keeps_the_largest_region_and_fills_holes():
     assert clean[20:25, 20:25].all() and not clean[50:55, 50:55].any()
     assert clean.sum() == 30 * 30
     assert not clean_disc(np.zeros((8, 8), bool)).any()
+
+
+def test_a_lobe_no_disc_has_is_trimmed_and_a_tilted_disc_kept_whole():
+    """trim_lobes: a disc run on along a vessel arcade (what the disc model did on IDRiD's bright
+    nerve-fibre layer) loses the lobe; an ellipse twice as long as wide (a tilted myopic disc),
+    a round disc and no disc are left as they are."""
+    rows, cols = np.mgrid[:200, :200]
+    disc = (rows - 120) ** 2 + (cols - 100) ** 2 <= 30**2
+    lobe = (np.abs(cols - 85 + (rows - 120) * 0.3) <= 14) & (rows >= 20) & (rows <= 120)
+    trimmed = trim_lobes(disc | lobe)
+    assert trimmed[disc].all() and not trimmed[20:40].any()
+    assert not trimmed[np.hypot(rows - 120, cols - 100) > DISC_REACH * 30 + 1].any()
+    tilted = ((rows - 100) / 30.0) ** 2 + ((cols - 100) / (30.0 * DISC_REACH)) ** 2 <= 1
+    for whole in (tilted, disc, np.zeros((8, 8), bool)):
+        assert np.array_equal(trim_lobes(whole), whole)
 
 
 def test_three_mask_formats_at_original_size(tmp_path):

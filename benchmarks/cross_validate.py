@@ -160,7 +160,8 @@ def seed_paths(workdir: Path, fold_stem: str, seeds: int) -> list[Path]:
                    "which a disc model learns from but Dice cannot score.")
 @click.option("--extra-test", type=click.Path(path_type=Path), help="Also score the fold models on this folder (mean over folds).")
 @click.option("--disc-centre-test", multiple=True, type=click.Path(path_type=Path),
-              help="fovea, joint model: also score its disc-centre estimate on this folder of disc masks (repeatable).")
+              help="Also score where the model puts the disc (the joint fovea model's disc centre, a disc model's "
+                   "centroid) on this folder of disc masks or centres (repeatable).")
 @click.option("--folds", default=5)
 @click.option("--members", default=1, help="> 1: each fold's model is the ensemble of the MEMBERS models that "
                                           "`palm train --folds MEMBERS` trains on the fold's training part.")
@@ -223,7 +224,7 @@ def main(ctx, task, recipe_name, data_root, data, by_source, also_train, extra_t
         splits = [(fewer(tr, train_cases, seed + k), va) for k, (tr, va) in enumerate(splits)]
     splits = [(tr + learn_only, va) for tr, va in splits]
     extra_cases = [c for c in read_cases(extra_test).cases if task_.scorable(c)] if extra_test else []
-    disc_sources = {str(d): [c for c in read_cases(d).cases if c.disc_mask is not None] for d in disc_centre_test}
+    disc_sources = {str(d): [c for c in read_cases(d).cases if marks_disc(c)] for d in disc_centre_test}
     disc_only = {k for k, source in enumerate(sources) if not source} if by_source else set()  # scored on where the disc is
     if empty := [str(data[k]) for k in disc_only if not splits[k][1]]:
         raise SystemExit(f"{empty[0]}: nothing a {task} model can be scored on (no {task} truth, no disc marked)")

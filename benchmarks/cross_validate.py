@@ -80,7 +80,7 @@ def disc_centre_errors(predictor: Predictor, cases) -> dict:
     the disc mask), as a share of the image size: how well it finds discs on cameras it never
     trained on. The joint fovea model's disc is its second point; a disc model's, the centroid
     of its mask ((0, 0) where it finds none), which also counts the true centres on its disc."""
-    from palm_algos.tasks import _mask_centre
+    from palm_algos.tasks import _mask_centre, disc_centroid
 
     found, truth, sizes, on_disc = [], [], [], []
     for case in cases:
@@ -88,8 +88,7 @@ def disc_centre_errors(predictor: Predictor, cases) -> dict:
         truth.append(case.disc_centre or _mask_centre(case))
         sizes.append(case.size)
         if centre is None:  # a disc mask in original pixels
-            rows, cols = np.nonzero(prediction)
-            centre = (cols.mean(), rows.mean()) if rows.size else (0.0, 0.0)
+            centre = disc_centroid(prediction, case.size) or (0.0, 0.0)
             x, y = (min(max(round(v), 0), n - 1) for v, n in zip(truth[-1], case.size))
             on_disc.append(bool(prediction[y, x]))
         found.append(centre)

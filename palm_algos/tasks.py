@@ -586,13 +586,15 @@ def anatomical(fovea: tuple[float, float], disc: tuple[float, float], size: tupl
 
 def _mask_centre(case: Case) -> tuple[float, float] | None:
     """The disc mask's centroid in original pixels (PALM ships masks, not centres)."""
-    if case.disc_mask is None:
-        return None
-    disc = case.read_disc()
+    return None if case.disc_mask is None else disc_centroid(case.read_disc(), case.size)
+
+
+def disc_centroid(disc: np.ndarray, size: tuple[int, int]) -> tuple[float, float] | None:
+    """A disc mask's centroid in the pixels of an image of ``size`` (w, h); None for no disc."""
     if not disc.any():
         return None
     rows, cols = np.nonzero(disc)
-    sx, sy = case.size[0] / disc.shape[1], case.size[1] / disc.shape[0]
+    sx, sy = size[0] / disc.shape[1], size[1] / disc.shape[0]
     return ((cols.mean() + 0.5) * sx - 0.5, (rows.mean() + 0.5) * sy - 0.5)
 
 

@@ -610,6 +610,9 @@ UNKNOWN = 255  # a disc target's label where the truth is not known: the losses 
 # of background beyond CENTRE_RING[1]: a wider unknown ring let the disc model grow its discs
 # unchecked, 1.2x too large on unseen cameras (docs/RESULTS.md).
 DISC_RADIUS = 0.08
+# A disc is an ellipse: its mask fills nearly all of its convex hull (pixels and a vessel's notch
+# aside). Set before measuring, not tuned; what it catches on PALM's myopic eyes is in RESULTS.
+DISC_SOLIDITY = 0.85
 CENTRE_RING = (0.5, 1.4)
 
 
@@ -667,6 +670,19 @@ class DiscTask(Task):
         total = pred.flatten(1).sum(1).float() + truth.flatten(1).sum(1).float()
         dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
         return {"dice": float(dice.mean()), "loss": float(self.loss(outputs, targets))}
+
+    def doubt(self, output):
+        """The disc found (before ``trim_lobes`` rounds it off) fills less than DISC_SOLIDITY of
+        its convex hull: a disc is an ellipse, so the model has likely taken the pale atrophy of
+        a myopic eye, or a patch beside the disc, for it (PALM's P photographs, docs/RESULTS.md)."""
+        from .postprocess import clean_disc, solidity
+
+        filled = solidity(clean_disc(output.float().softmax(0)[1].cpu().numpy() > 0.5))
+        if filled >= DISC_SOLIDITY:
+            return None
+        return (f"the disc found fills {filled:.2f} of its convex hull, where a disc, an ellipse, fills at least "
+                f"{DISC_SOLIDITY}: it may be pale atrophy or a patch beside the disc (a myopic eye, or a camera "
+                "unlike those it learned from); check this image")
 
     def decode(self, output, frame):
         from .fov import paste

@@ -211,3 +211,28 @@ def test_idrid_disc_centres_become_training_targets_on_their_disc(idrid):
         assert np.hypot(found[0] - case.disc_centre[0], found[1] - case.disc_centre[1]) < frame.width / 512 * 2
         x, y = data[cases.index(case)]
         assert x.shape == (3, 256, 256) and y.shape == (256, 256) and (y == 1).any()
+
+
+def _logits(mask: np.ndarray) -> torch.Tensor:
+    """A raw disc output (2, H, W) whose disc is ``mask``."""
+    disc = torch.from_numpy(mask).float()
+    return torch.stack([1 - disc, disc]) * 4 - 2
+
+
+def test_a_disc_mask_no_ellipse_fills_is_doubted_and_an_ellipse_is_not():
+    """A tilted ellipse (a myopic disc, 2:1) and a round disc fill their convex hulls: no word;
+    a crescent (the pale atrophy beside a disc, which models that never saw myopic eyes take
+    for it) fills far less: doubted, naming the shape; no disc at all: nothing to doubt."""
+    from palm_algos.postprocess import solidity
+    from palm_algos.tasks import DISC_SOLIDITY
+
+    rows, cols = np.mgrid[0:256, 0:256]
+    round_disc = (rows - 128) ** 2 + (cols - 128) ** 2 <= 30**2
+    tilted = ((rows - 128) / 40.0) ** 2 + ((cols - 128) / 20.0) ** 2 <= 1
+    crescent = ((rows - 128) ** 2 + (cols - 128) ** 2 <= 50**2) & ~((rows - 128) ** 2 + (cols - 100) ** 2 <= 45**2)
+    assert solidity(round_disc) > 0.98 and solidity(tilted) > 0.98 and solidity(crescent) < 0.7
+    assert solidity(np.zeros((8, 8), bool)) == 1.0
+    for mask in (round_disc, tilted, np.zeros((256, 256), bool)):
+        assert TASK.doubt(_logits(mask)) is None
+    line = TASK.doubt(_logits(crescent))
+    assert line is not None and "convex hull" in line and f"at least {DISC_SOLIDITY}" in line and "check this image" in line

@@ -14,7 +14,7 @@ for t in ${@:-classification disc fovea speed}; do
       runs cv-classification-96px-8ep cv-classification cv-classification-224px cv-classification-224px-seeds cv-classification-ensemble cv-classification-seeds ;;
     disc)
       runs cv-disc cv-disc-zoom2 cv-disc-zoom2-30ep cv-disc-zoom2-tta cv-disc-zoom2-30ep-rerun cv-disc-seeds \
-           cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-loso-idrid-seeds cv-disc-loso-every-source cv-disc-loso-every-source-seeds \
+           cv-disc-wide-zoom2-30ep cv-disc-loso cv-disc-loso-idrid cv-disc-loso-idrid-seeds cv-disc-loso-every-source cv-disc-loso-every-source-seeds cv-disc-loso-every-source-atrophy \
            cv-disc-fov-all-sources cv-disc-fov-all-sources-local \
            cv-disc-fov-all-sources-local-seeds cv-disc-fov
       [ -f runs/ft/disc-unseen-drions.pt ] || palm train disc --data "$DATA/drishti-gs1/Training" --data "$DATA/idrid" \

@@ -77,7 +77,8 @@ def _train_options(command):
                           "none, or another the task offers (fovea and disc: classic, as before the field of view; "
                           "fovea: mild, classic with a squarer frame and a tone curve, atrophy, classic with myopic eyes' pale "
                           "atrophy painted beside the disc, or aimed, classic with the round field of a camera aimed elsewhere "
-                          "(from the disc to near the fovea); disc: wide); default: the task's (aimed for the fovea, standard otherwise)."),
+                          "(from the disc to near the fovea); disc: wide, or atrophy, standard with that atrophy painted around "
+                          "its mask's disc); default: the task's (aimed for the fovea, standard otherwise)."),
         click.option("--folds", default=0, help="K-fold cross-validation instead of one hold-out: writes OUT.foldK.pt "
                                                 "per fold and OUT, the ensemble of the K fold models."),
         click.option("--seed", default=0, show_default=True),

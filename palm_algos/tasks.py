@@ -110,6 +110,12 @@ class RandomSquareFrame(v2.Transform):
         return v2.functional.pad(shrunk, params["padding"])
 
 
+def mask_of(flat_inputs: list[Any]) -> np.ndarray | None:
+    """The (H, W) mask among a v2 transform's inputs (``DiscTask.target``'s), or None."""
+    mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
+    return mask.as_subclass(torch.Tensor).numpy() if mask is not None else None
+
+
 def key_points(flat_inputs: list[Any]) -> list[list[float]]:
     """The (x, y) key points among a v2 transform's inputs (``FoveaTask.target``'s fovea and
     disc centre, in input pixels); none where there are none."""
@@ -125,14 +131,24 @@ class RandomAtrophy(v2.Transform):
     the disc by its rim and vessels, not as the palest thing in view: one that never saw such
     eyes takes the atrophy for the disc (PALM's P photographs, docs/RESULTS.md). Images only;
     the disc (and fovea) come from ``FoveaTask.target``'s key points (x, y in input pixels),
-    which v2 shows ``make_params`` only when the transform takes them too (they pass unchanged)."""
+    which v2 shows ``make_params`` only when the transform takes them too (they pass unchanged),
+    or from ``DiscTask.target``'s mask: then the atrophy is sized by that disc and never paints
+    over it (nor over a centre target's unknown ring), so the mask stays true, and with
+    probability ``shade`` the disc itself turns the orange-pink of a myopic disc, darker than
+    the atrophy beside it."""
 
-    def __init__(self, p: float = 0.25, patches: float = 0.3):
+    def __init__(self, p: float = 0.25, patches: float = 0.3, shade: float = 0.0):
         super().__init__()
-        self.p, self.patches = p, patches
+        self.p, self.patches, self.shade = p, patches, shade
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        points = key_points(flat_inputs)
+        points, spare, radius, disc_mask = key_points(flat_inputs), None, None, None
+        if not points and (disc_mask := mask_of(flat_inputs)) is not None:  # the disc task's target
+            spare = disc_mask != 0  # the disc, and a centre target's unknown ring around it
+            rows, cols = np.nonzero(disc_mask == 1)
+            if len(rows):
+                points = [[math.nan, math.nan], [float(cols.mean()), float(rows.mean())]]
+                radius = None if (disc_mask == UNKNOWN).any() else math.sqrt(len(rows) / math.pi)
         if len(points) < 2 or not all(map(math.isfinite, points[1])) or not torch.rand(()) < self.p:
             return {"paint": False}
         fovea, disc = points[0], points[1]
@@ -140,8 +156,10 @@ class RandomAtrophy(v2.Transform):
             (1.0 if torch.rand(()) < 0.5 else -1.0)
         u = torch.rand(10).tolist()
         n_patches = int(torch.randint(1, 4, ()).item()) if torch.rand(()) < self.patches else 0
+        shade = radius is not None and bool(torch.rand(()) < self.shade)  # a whole disc in the mask
         return {"paint": True, "fovea": fovea, "disc": disc, "side": side, "u": u,
-                "patches": torch.rand(n_patches, 4).tolist()}
+                "patches": torch.rand(n_patches, 4).tolist(), "radius": radius, "spare": spare,
+                "shade": (disc_mask == 1, torch.rand(3).tolist()) if shade else None}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not params["paint"] or not isinstance(inpt, tv_tensors.Image):
@@ -204,13 +222,14 @@ class RandomFixation(v2.Transform):
 
 def paint_atrophy(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     """``RandomAtrophy``'s painting of (H, W, 3) float ``image`` -> uint8: its sizes in disc
-    radii (DISC_RADIUS of the lit field's extent, across and down, as the input squashes it)."""
+    radii (the disc mask's own radius where given, else DISC_RADIUS of the lit field's extent,
+    across and down, as the input squashes it); the ``spare`` pixels left as they are."""
     height, width, _ = image.shape
     inside = lit(image.max(axis=2))
     if inside.sum() < 16:
         return image.astype(np.uint8)
-    rx = DISC_RADIUS * inside.any(axis=0).sum()
-    ry = DISC_RADIUS * inside.any(axis=1).sum()
+    rx = params.get("radius") or DISC_RADIUS * inside.any(axis=0).sum()
+    ry = params.get("radius") or DISC_RADIUS * inside.any(axis=1).sum()
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
 
     def ellipse(cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
@@ -237,16 +256,25 @@ def paint_atrophy(image: np.ndarray, params: dict[str, Any]) -> np.ndarray:
             continue  # outside the field, or over the disc or the fovea
         pale = np.maximum(pale, ellipse(cx, cy, r, r * ry / rx * (0.7 + 0.6 * pa)))
     pale *= inside
+    if params.get("spare") is not None:  # a disc mask's disc (and unknown ring) keeps its pixels
+        pale *= ~params["spare"]
     level = np.percentile(image[inside].max(axis=1), 99)
     colour = level * (0.85 + 0.25 * u[5]) * np.array([1.0, 0.75 + 0.2 * u[6], 0.45 + 0.35 * u[7]], np.float32)
     # the retina's own detail (vessels, the choroid's pattern) shows through, stronger or weaker
-    grey = torch.from_numpy(image.mean(axis=2))[None]
-    sigma = float(rx)
-    smooth = v2.functional.gaussian_blur(grey, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma])[0].numpy()
-    detail = np.clip(grey[0].numpy() / np.maximum(smooth, 1.0), 0.3, 1.5) ** (1 + 1.5 * u[9])
+    from scipy import ndimage
+
+    grey = image.mean(axis=2)
+    smooth = ndimage.gaussian_filter(grey, float(rx), mode="reflect", truncate=2.0)  # separable: fast at 512 px
+    detail = np.clip(grey / np.maximum(smooth, 1.0), 0.3, 1.5) ** (1 + 1.5 * u[9])
     alpha = (0.6 + 0.35 * u[8]) * pale[..., None]
     paint = np.minimum(colour, 255) * detail[..., None]
-    return np.clip(image * (1 - alpha) + paint * alpha, 0, 255).astype(np.uint8)
+    painted = image * (1 - alpha) + paint * alpha
+    if params.get("shade") is not None:  # a myopic disc: red kept, green and blue down, a soft rim
+        disc, (r, g, b) = params["shade"]
+        weight = ndimage.gaussian_filter(disc.astype(np.float32), max(1.0, 0.1 * rx))[..., None]
+        factor = np.array([0.85 + 0.15 * r, 0.6 + 0.25 * g, 0.5 + 0.3 * b], np.float32)
+        painted = painted * (1 - weight * (1 - factor))
+    return np.clip(painted, 0, 255).astype(np.uint8)
 
 
 def camera_augmentation() -> list[v2.Transform]:
@@ -637,15 +665,17 @@ class DiscTask(Task):
         disc = v2.functional.resize(disc, [input_size, input_size], interpolation=v2.InterpolationMode.NEAREST)
         return tv_tensors.Mask(disc[0])
 
-    augmentations = ("standard", "classic", "wide")
+    augmentations = ("standard", "classic", "wide", "atrophy")
 
     def photometric(self, style="standard"):
+        if style == "atrophy":  # standard, with myopic eyes' pale atrophy and discs painted first
+            return [RandomAtrophy(p=0.5, patches=0.5, shade=0.5), *camera_augmentation()]
         return [] if style in ("classic", "wide") else camera_augmentation()
 
     def augmentation(self, style="standard"):
         # classic: the augmentation before the field of view; wide: classic with larger shifts,
         # a zoom-out and stronger colour changes, the lead for other cameras then (docs/RESULTS.md)
-        if style == "standard":
+        if style in ("standard", "atrophy"):
             return [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
                     v2.RandomAffine(degrees=20, scale=(0.75, 1.33), translate=(0.05, 0.05)),
                     v2.ToDtype(torch.float32, scale=True)]

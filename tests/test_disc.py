@@ -213,6 +213,41 @@ def test_idrid_disc_centres_become_training_targets_on_their_disc(idrid):
         assert x.shape == (3, 256, 256) and y.shape == (256, 256) and (y == 1).any()
 
 
+@pytest.mark.parametrize("source", ["drishti", "idrid"])
+def test_atrophy_is_painted_around_a_disc_masks_disc_and_never_over_it(source, request):
+    """RandomAtrophy on the disc task's targets, real photographs stored as training stores
+    them (field of view, 512 px): the retina just beyond the disc turns paler on one side,
+    sized by the mask's own disc (Drishti-GS1's 30-degree discs are twice IDRiD's); every pixel
+    the mask calls disc, or unknown (IDRiD's centre targets), keeps its value, and so does the
+    mask; a photograph whose mask shows no disc is left alone."""
+    from scipy import ndimage
+    from torchvision import tv_tensors
+
+    from palm_algos.data import prepare_image
+    from palm_algos.tasks import RandomAtrophy
+
+    cases = [c for c in read_cases(request.getfixturevalue(source)).cases if TASK.usable(c)][:3]
+    torch.manual_seed(0)
+    paler = []  # of each photograph's rim just beyond what is spared, the share painted paler
+    for case in cases:
+        stored, frame = prepare_image(case.image, 512, "fov")
+        mask = TASK.target(case, 512, frame)
+        painted, kept = RandomAtrophy(p=1.0, patches=1.0)(tv_tensors.Image(stored), mask)
+        assert painted.dtype == torch.uint8 and painted.shape == stored.shape and torch.equal(kept, mask)
+        spare = mask.numpy() != 0
+        assert torch.equal(painted[:, torch.from_numpy(spare)], stored[:, torch.from_numpy(spare)]), case.name
+        disc = mask.numpy() == 1
+        radius = np.sqrt(disc.sum() / np.pi) / (0.5 if source == "idrid" else 1.0)  # a centre target: half a disc
+        distance = ndimage.distance_transform_edt(~spare)
+        beyond = (distance > 0) & (distance < 0.3 * radius)  # a rim just beyond the disc
+        change = (painted.float().mean(0) - stored.float().mean(0)).numpy()[beyond]
+        paler.append((change > 20).mean())
+    assert np.mean(paler) > 0.25, paler  # a crescent or ring, paler on one side at least (a small one
+    # can hide in a centre target's unknown ring, where nothing is learned anyway)
+    empty = tv_tensors.Mask(torch.zeros(512, 512, dtype=torch.uint8))
+    assert torch.equal(RandomAtrophy(p=1.0)(tv_tensors.Image(stored), empty)[0], stored)
+
+
 def _logits(mask: np.ndarray) -> torch.Tensor:
     """A raw disc output (2, H, W) whose disc is ``mask``."""
     disc = torch.from_numpy(mask).float()

@@ -707,7 +707,7 @@ class DiscTask(Task):
         a myopic eye, or a patch beside the disc, for it (PALM's P photographs, docs/RESULTS.md)."""
         from .postprocess import clean_disc, solidity
 
-        filled = solidity(clean_disc(output.float().softmax(0)[1].cpu().numpy() > 0.5))
+        filled = solidity(clean_disc((output.float().softmax(0)[1] > 0.5).cpu().numpy()))  # only the mask's bytes cross
         if filled >= DISC_SOLIDITY:
             return None
         return (f"the disc found fills {filled:.2f} of its convex hull, where a disc, an ellipse, fills at least "

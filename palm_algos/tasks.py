@@ -19,6 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from . import models
+from .anatomy import ANGLE_GATE, FOVEA_ANGLE
 from .cases import Case
 from .errors import PalmError
 from .fov import Frame, as_frame, crop, lit
@@ -584,12 +585,8 @@ class FoveaTask(Task):
         return points
 
 
-# The fovea lies temporal to the optic disc and a little below it: the line from the disc's centre
-# to the fovea runs FOVEA_ANGLE degrees below the horizontal on average (IDRiD's 69 markups: 6 +-
-# 4.5, from -4 to 15; the literature's 5-8). ANGLE_GATE degrees either side of it (4.4 standard
-# deviations) is as far as a fovea is believed; that is an anatomical fact, not a camera's.
-FOVEA_ANGLE, ANGLE_GATE = 6.0, 20.0
-# ... and about 2.5 disc diameters from it: on IDRiD's 69 markups at least 0.26 of the image
+# The fovea lies FOVEA_ANGLE (+- ANGLE_GATE) below the horizontal from the disc (anatomy.py) ...
+# and about 2.5 disc diameters from it: on IDRiD's 69 markups at least 0.26 of the image
 # side (squashed, as the network sees it; median 0.30). FOVEA_DISC_GAP is well inside that on any
 # camera of up to about 80 degrees: a joint model's fovea closer to its own disc is doubted.
 FOVEA_DISC_GAP = 0.15

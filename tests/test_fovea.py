@@ -69,6 +69,57 @@ def test_soft_argmax_finds_the_peak():
     assert soft_argmax(heat)[0].tolist() == pytest.approx([12.5 / 16, 2.5 / 8], abs=1e-4)
 
 
+def two_peaks(cells: list[tuple[int, int]], h: int = 48, w: int = 48) -> torch.Tensor:
+    """A (1, 1, h, w) score map with equal peaks at the (row, col) ``cells``."""
+    heat = torch.full((1, 1, h, w), -30.0)
+    for row, col in cells:
+        heat[0, 0, row, col] = 5.0
+    return heat
+
+
+def test_squashed_cone_is_the_eyes_cone_on_a_square_frame_and_wider_on_a_wide_one():
+    from palm_algos.anatomy import ANGLE_GATE, FOVEA_ANGLE, squashed_cone
+
+    assert squashed_cone(1.0) == pytest.approx((FOVEA_ANGLE - ANGLE_GATE, FOVEA_ANGLE + ANGLE_GATE))
+    lowest, highest = squashed_cone(1.5)
+    assert lowest == pytest.approx(np.degrees(np.arctan(1.5 * np.tan(np.radians(-14.0)))))
+    assert lowest < FOVEA_ANGLE - ANGLE_GATE and highest > FOVEA_ANGLE + ANGLE_GATE
+
+
+@pytest.mark.parametrize("side", [-1, 1])  # the fovea left of the disc (a right eye) or right of it
+def test_the_fovea_map_is_read_inside_the_anatomys_cone_beside_the_disc(side):
+    from palm_algos.models.fovea import fovea_in_cone
+
+    disc_cell = (20, 24)  # (row, col); the disc's centre at the cell's centre
+    disc = torch.tensor([[(disc_cell[1] + 0.5) / 48, (disc_cell[0] + 0.5) / 48]])
+    fovea_cell = (22, 24 + side * 16)  # 16 cells away, 7 degrees below: where a fovea lies
+    lesion_cell = (40, 24 + side * 12)  # 59 degrees below: no fovea lies there
+    heat = two_peaks([fovea_cell, lesion_cell])
+    between = soft_argmax(heat)[0]
+    inside = fovea_in_cone(heat, disc)[0]
+    assert inside.tolist() == pytest.approx([(fovea_cell[1] + 0.5) / 48, (fovea_cell[0] + 0.5) / 48], abs=1e-4)
+    assert between[1] > 0.6  # the plain reading: halfway down to the lesion
+    # a map with (almost) nothing in the cone disagrees with the anatomy: read as it is
+    outside = two_peaks([lesion_cell])
+    assert fovea_in_cone(outside, disc)[0].tolist() == pytest.approx(soft_argmax(outside)[0].tolist(), abs=1e-6)
+
+
+def test_the_joint_model_learns_the_whole_maps_and_reads_the_fovea_in_the_cone():
+    from palm_algos.models.fovea import disc_fovea_heatmaps
+
+    model = disc_fovea_heatmaps(pretrained=None)
+    fovea = two_peaks([(22, 40), (40, 36)])
+    disc = two_peaks([(20, 24)])
+    model.heatmaps = lambda x: torch.cat([fovea, disc], dim=1).expand(len(x), -1, -1, -1)
+    x = torch.zeros(2, 3, 192, 192)
+    learned = model.train()(x)
+    read = model.eval()(x)
+    assert torch.allclose(learned[:, :2], soft_argmax(fovea).expand(2, -1))  # halfway down to the second peak
+    assert torch.allclose(read[:, :2], torch.tensor([[40.5 / 48, 22.5 / 48]] * 2), atol=1e-4)
+    assert torch.equal(read[:, 2:], learned[:, 2:])  # the disc is read as it learned
+    assert torch.allclose(read[:, 2:], torch.tensor([[24.5 / 48, 20.5 / 48]] * 2), atol=1e-4)
+
+
 def test_cases_without_a_visible_fovea_are_never_learned(tmp_path):
     visible = spot_image(tmp_path, (200, 100), (120, 50), "V0001")
     absent = replace(spot_image(tmp_path, (200, 100), (60, 50), "V0002"), fovea=None, fovea_absent=True)

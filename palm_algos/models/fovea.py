@@ -15,17 +15,51 @@ from torch import nn
 from torchvision.models import ResNet34_Weights, ResNet50_Weights, VGG19_BN_Weights, resnet34, resnet50, vgg19_bn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from ..anatomy import squashed_cone
 from .blocks import DecoderBlock
 from .pretrained import load_backbone
 
 
 def soft_argmax(heat: torch.Tensor) -> torch.Tensor:
     """Expected (x, y) in [0, 1] under the softmax of a (B, 1, h, w) score map."""
+    return _expected(heat.flatten(1).softmax(dim=1).view(heat.shape[0], *heat.shape[2:]))
+
+
+def _cells(h: int, w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (x, y) of a (h, w) map's cell centres in [0, 1]."""
+    return ((torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w,
+            (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h)
+
+
+def _expected(p: torch.Tensor) -> torch.Tensor:
+    """Expected (x, y) under (B, h, w) probabilities."""
+    xs, ys = _cells(*p.shape[1:], p)
+    return torch.stack([(p.sum(1) * xs).sum(1), (p.sum(2) * ys).sum(1)], dim=1)
+
+
+CONE_MASS = 0.05  # below this share of the fovea map inside the cone, the map is read as it is
+
+
+def fovea_in_cone(heat: torch.Tensor, disc: torch.Tensor) -> torch.Tensor:
+    """Expected (x, y) under a (B, 1, h, w) fovea map's softmax, over its cells inside the cone
+    the anatomy allows beside ``disc`` ((B, 2) in [0, 1]): on either side of it, within
+    ``anatomy.squashed_cone`` below the horizontal.
+
+    Soft-argmax reads a map with two peaks halfway between them; on a darker camera or a
+    disc-centred frame the second peak is a lesion or the vessel arcade above or below the
+    fovea (docs/RESULTS.md). Where the cone holds under CONE_MASS of the map, the map
+    disagrees with the anatomy altogether: it is read as it is (and ``tasks.anatomical`` turns
+    it)."""
     b, _, h, w = heat.shape
     p = heat.flatten(1).softmax(dim=1).view(b, h, w)
-    xs = (torch.arange(w, device=heat.device, dtype=p.dtype) + 0.5) / w
-    ys = (torch.arange(h, device=heat.device, dtype=p.dtype) + 0.5) / h
-    return torch.stack([(p.sum(1) * xs).sum(1), (p.sum(2) * ys).sum(1)], dim=1)
+    xs, ys = _cells(h, w, p)
+    dx = (xs.view(1, 1, w) - disc[:, :1, None].to(p.dtype)).abs()
+    dy = ys.view(1, h, 1) - disc[:, 1:, None].to(p.dtype)
+    lowest, highest = squashed_cone()
+    angle = torch.rad2deg(torch.atan2(dy, dx))
+    inside = p * ((angle >= lowest) & (angle <= highest))
+    mass = inside.sum((1, 2), keepdim=True)
+    return _expected(torch.where(mass >= CONE_MASS, inside / mass.clamp_min(1e-12), p))
 
 
 class FusedVGG19(nn.Module):
@@ -63,7 +97,8 @@ class GlobalRegressor(nn.Module):
 
 class DiscFoveaHeatmaps(nn.Module):
     """Two heat maps at 1/4 of the input, fovea and optic disc centre, each read out by
-    soft-argmax: (B, 4) = fovea (x, y), disc (x, y).
+    soft-argmax (the fovea's, once trained, inside the anatomy's cone beside the disc:
+    ``fovea_in_cone``): (B, 4) = fovea (x, y), disc (x, y).
 
     The anatomy is what makes the fovea findable from few images: the disc is the brightest,
     most distinct structure, and the fovea lies about 2.5 disc diameters temporal to it. The
@@ -90,8 +125,12 @@ class DiscFoveaHeatmaps(nn.Module):
         return self.head(self.dec2(self.dec3(d, s3), s2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Trained on the whole maps' soft-argmax; read (eval mode) with the fovea inside the
+        anatomy's cone beside the disc found (``fovea_in_cone``)."""
         heat = self.heatmaps(x)
-        return torch.cat([soft_argmax(heat[:, :1]), soft_argmax(heat[:, 1:])], dim=1)
+        disc = soft_argmax(heat[:, 1:])
+        fovea = soft_argmax(heat[:, :1]) if self.training else fovea_in_cone(heat[:, :1], disc)
+        return torch.cat([fovea, disc], dim=1)
 
 
 def disc_fovea_heatmaps(pretrained: str | None = "imagenet") -> nn.Module:

@@ -97,6 +97,8 @@ Environment:
                     with the README's install: python3 -m venv .venv && .venv/bin/pip
                     install -e '.[dev]')
   PALM_DEMO_JOBS    images the demo runs as grand-challenge jobs (default 8)
+  PALM_BUILD_CACHE  BuildKit cache kept after each build (default 10GB); every build also
+                    removes the images its tags moved away from (label palm.build)
   PALM_INPUT_SLUG, PALM_CLASSIFICATION_SLUG, PALM_FOVEA_SLUG, PALM_DISC_SLUG
                     build-time slugs, as the build options (the options win); use another
                     PALM_TAG for images with other slugs, e.g.

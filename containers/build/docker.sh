@@ -38,7 +38,18 @@ ensure_docker() {
     [ ${#BUILD_CMD[@]} -gt 0 ] || die "BuildKit needed: install the buildx plugin (docker-buildx) or docker.io 20.10"
 }
 
-docker_build() { "${BUILD_CMD[@]}" --network none --progress "${PALM_PROGRESS:-plain}" "$@"; }
+# Every image build.sh makes carries the label palm.build, so tidy_docker can tell its own.
+docker_build() { "${BUILD_CMD[@]}" --network none --progress "${PALM_PROGRESS:-plain}" --label palm.build=build.sh "$@"; }
+
+tidy_docker() {
+    # A rebuild moves each tag to a new image and leaves the old one untagged, and BuildKit keeps
+    # a copy of every build context and layer it made (a clone in a new folder copies the 3 GB
+    # CUDA wheelhouse again): tens of GB within a day of rebuilds. Drop our untagged images and
+    # keep BuildKit's cache to PALM_BUILD_CACHE (default 10GB: one warm CPU and CUDA rebuild).
+    docker image prune -f --filter label=palm.build=build.sh >/dev/null || true
+    docker builder prune -f --keep-storage "${PALM_BUILD_CACHE:-10GB}" >/dev/null 2>&1 || true
+    say "Docker's disk after tidying: $(docker system df --format '{{.Type}} {{.Size}}' 2>/dev/null | paste -sd, - | sed 's/,/, /g')"
+}
 
 # -- base image --------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ cmd_build() {
     for name in evaluation torch-base "${ALGOS[@]}"; do
         printf '  %-28s %s\n' "$(image "$name")" "$(image_size "$(image "$name")")" >&2
     done
+    tidy_docker
 }
 
 build_algorithm() {  # build_algorithm NAME IMAGE [--build-arg ...]: containers/algorithm with TASK=NAME, FROM palm-torch-base

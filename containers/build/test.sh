@@ -12,6 +12,7 @@ cmd_test() {
     # a phase with other slugs: palm-all built with them, its outputs scored by the evaluation image
     parse_slugs "${TEST_SLUGS[@]}"
     build_algorithm all "$(image all-slugs)" "${SLUG_BUILD_ARGS[@]}"
+    tidy_docker
     say "running tests/test_containers.py"
     PALM_DOCKER_TESTS=1 PALM_TAG=$TAG PALM_TEST_SLUGS="${TEST_SLUGS[*]}" PALM_TEST_TORCH=$TORCH_FLAVOUR PALM_TEST_MODELS="$WORK/models" PALM_TEST_HELDOUT="$WORK/models/heldout" PALM_TEST_WORK="$WORK/test" \
         "$PY" -m pytest -q -m docker -p no:cacheprovider tests/test_containers.py "$@"

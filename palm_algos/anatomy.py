@@ -6,6 +6,7 @@ The joint fovea model reads its fovea map inside the cone these allow (``models.
 
 from __future__ import annotations
 
+import functools
 import math
 
 # The fovea lies temporal to the optic disc and a little below it: the line from the disc's centre
@@ -19,6 +20,7 @@ FOVEA_ANGLE, ANGLE_GATE = 6.0, 20.0
 WIDEST_FRAME = 1.5
 
 
+@functools.cache  # read by every forward pass of the joint fovea model
 def squashed_cone(widest: float = WIDEST_FRAME) -> tuple[float, float]:
     """(lowest, highest) angle in degrees below the horizontal of the line from the disc to the
     fovea as a network sees it: FOVEA_ANGLE +- ANGLE_GATE in the eye, on any frame from square

@@ -45,6 +45,11 @@ def docker(*args, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, **kwargs)
 
 
+def labels(name: str) -> dict[str, str]:
+    """The labels of image ``name`` (palm.torch: its torch build; palm.build: made by build.sh)."""
+    return json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image(name)).stdout) or {}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _docker_ready(request):
     asked = "docker" in (request.config.getoption("-m") or "") or os.environ.get("PALM_DOCKER_TESTS") == "1"
@@ -220,8 +225,7 @@ def test_torch_build_is_the_one_asked_for():
     want = os.environ.get("PALM_TEST_TORCH")
     if want not in ("cpu", "cuda"):
         pytest.skip("PALM_TEST_TORCH not set (./build.sh test sets it)")
-    labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image("torch-base")).stdout)
-    assert (labels or {}).get("palm.torch") == want
+    assert labels("torch-base").get("palm.torch") == want
     result = docker("run", *RUN_FLAGS, "--entrypoint", "python3", image("classification"), "-c",
                     "import torch, torchvision; print(torch.version.cuda or 'cpu', torch.cuda.is_available())")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -239,16 +243,15 @@ def test_algorithm_images_share_the_torch_base():
         assert layers(name)[: len(base)] == base
 
 
-
-
 def test_builds_leave_no_superseded_images():
     """Every image build.sh makes is labelled palm.build; each build removes the ones its tags moved
     away from (they filled a CI machine's disk: 26 of them, beside 25 GB of BuildKit cache)."""
     for name in ("evaluation", "torch-base", *ALGOS):
-        labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image(name)).stdout)
-        assert (labels or {}).get("palm.build") == "build.sh", name
+        assert labels(name).get("palm.build") == "build.sh", name
     left = docker("images", "-q", "--filter", "dangling=true", "--filter", "label=palm.build=build.sh").stdout.split()
     assert left == [], f"untagged images build.sh left: {left}"
+
+
 # -- PALM batch mode ----------------------------------------------------------------------------------
 
 
